@@ -1,0 +1,31 @@
+//! `kiln-scheduler`: parses the command line, starts tracing and hands over to the library.
+
+use clap::{Parser, Subcommand};
+
+/// Kiln's scheduler: remote build API, library API and web builder.
+#[derive(Debug, Parser)]
+#[command(name = "kiln-scheduler", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {}
+
+fn main() -> anyhow::Result<()> {
+    init_tracing();
+    let cli = Cli::parse();
+    match cli.command {}
+}
+
+/// Logs go to stderr so that stdout stays free for command output (tokens, listings).
+fn init_tracing() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
