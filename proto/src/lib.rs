@@ -2,7 +2,9 @@
 //! byte. Nothing in this crate performs I/O of its own or spawns tasks: it holds types, their
 //! (de)serialization and constants, so the scheduler and the worker cannot drift apart.
 //!
+//! - `amqp`: the topology, the jobs the scheduler queues and the events workers send back;
 //! - `sif`: the Singularity Image Format (reader and writer over plain structs).
 //!
-//! The HTTP bodies (`http`) and the AMQP topology and messages (`amqp`) join here with the
-//! scheduler (issue #6).
+//! The HTTP bodies (`http`) join here with the scheduler (issue #6).
+
+pub mod amqp;
