@@ -8,3 +8,4 @@
 //! The HTTP bodies (`http`) join here with the scheduler (issue #6).
 
 pub mod amqp;
+pub mod sif;
