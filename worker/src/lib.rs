@@ -6,4 +6,7 @@
 //! - `sandbox/`: the only place that touches namespaces, mounts, id maps and process spawning;
 //!   a `%post` line is born on the pipe of a sandboxed child here;
 //! - `image/`: SquashFS and SIF assembly from a built tree or straight from layers;
+//! - `metadata`: what a build writes into `/.singularity.d` and the SIF's JSON objects;
 //! - `events`: the structured build events (log lines, progress, status) the consumer publishes.
+
+pub mod metadata;
