@@ -9,4 +9,5 @@
 //! - `metadata`: what a build writes into `/.singularity.d` and the SIF's JSON objects;
 //! - `events`: the structured build events (log lines, progress, status) the consumer publishes.
 
+pub mod events;
 pub mod metadata;

@@ -270,12 +270,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut script = String::from("SINGULARITY_APPNAME=foo\n");
         for entry in base_environment() {
-            if entry.path.starts_with("/.singularity.d/env/") {
-                if let EntryKind::File { content, .. } = entry.kind {
-                    let path = dir.path().join(entry.path.rsplit('/').next().unwrap());
-                    std::fs::write(&path, content).unwrap();
-                    script.push_str(&format!(". {}\n", path.display()));
-                }
+            if entry.path.starts_with("/.singularity.d/env/")
+                && let EntryKind::File { content, .. } = entry.kind
+            {
+                let path = dir.path().join(entry.path.rsplit('/').next().unwrap());
+                std::fs::write(&path, content).unwrap();
+                script.push_str(&format!(". {}\n", path.display()));
             }
         }
         script.push_str("echo \"$LD_LIBRARY_PATH|$SCIF_APPROOT|$PS1\"\n");
