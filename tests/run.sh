@@ -13,6 +13,33 @@ ensure_rabbitmq
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+
+# Two registries on free 127.0.0.1 ports, plain and with basic auth, holding the fixtures built
+# by tests/src/fixtures.rs; kiln-fixtures stops them when it gets SIGTERM (or the Ctrl-C every
+# process of the foreground group gets).
+tmp=$(mktemp -d -t kiln-run.XXXXXX)
+serve_pid=
+cleanup() {
+    if [ -n "$serve_pid" ]; then
+        kill -TERM "$serve_pid" 2>/dev/null || true
+        wait "$serve_pid" 2>/dev/null || true
+    fi
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+cargo build -q -p kiln-tests --bin kiln-fixtures
+"${CARGO_TARGET_DIR:-target}/debug/kiln-fixtures" serve --env-file "$tmp/env" &
+serve_pid=$!
+until [ -s "$tmp/env" ]; do
+    kill -0 "$serve_pid" 2>/dev/null || { echo "kiln-fixtures serve failed" >&2; exit 1; }
+    sleep 0.1
+done
+# KILN_TEST_REGISTRY, KILN_TEST_REGISTRY_AUTH(_USER, _PASSWORD): the contract in tests/README.md.
+. "$tmp/env"
+KILN_TEST_DEBIAN=$(tests/setup/debootstrap.sh "$KILN_TEST_REGISTRY")
+export KILN_TEST_DEBIAN
+echo ">> fixtures ready after $(( $(date +%s) - start )) s"
+
 cargo test --workspace
 
 echo ">> tests/run.sh passed in $(( $(date +%s) - start )) s"
