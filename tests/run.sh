@@ -10,6 +10,7 @@ start=$(date +%s)
 ensure_packages ca-certificates gcc libc6-dev pkg-config git \
     squashfs-tools siftool docker-registry skopeo umoci uidmap apache2-utils debootstrap busybox-static
 ensure_rabbitmq
+tests/setup/build-user.sh  # kiln-build with subordinate ids: the sandbox tests run as it
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -1,5 +1,6 @@
 //! `kiln-worker`: parses the command line, starts tracing and hands over to the library.
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// Kiln's rootless build worker.
@@ -11,12 +12,21 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-enum Command {}
+enum Command {
+    /// Internal: the sandbox helper the worker starts for each sandboxed script, talking to it
+    /// over the socket passed as stdin. Not for people.
+    #[command(name = "sandbox-init", hide = true)]
+    SandboxInit,
+}
 
 fn main() -> anyhow::Result<()> {
     init_tracing();
     let cli = Cli::parse();
-    match cli.command {}
+    match cli.command {
+        Command::SandboxInit => {
+            kiln_worker::sandbox::helper_main().context("the sandbox helper failed")
+        }
+    }
 }
 
 /// Logs go to stderr so that stdout stays free for command output (JSON events, listings).
