@@ -12,12 +12,6 @@ ensure_packages ca-certificates gcc libc6-dev pkg-config git \
 ensure_rabbitmq
 tests/setup/build-user.sh  # kiln-build with subordinate ids: the sandbox tests run as it
 
-cargo fmt --all --check
-cargo clippy --workspace --all-targets -- -D warnings
-
-# Two registries on free 127.0.0.1 ports, plain and with basic auth, holding the fixtures built
-# by tests/src/fixtures.rs; kiln-fixtures stops them when it gets SIGTERM (or the Ctrl-C every
-# process of the foreground group gets).
 tmp=$(mktemp -d -t kiln-run.XXXXXX)
 serve_pid=
 cleanup() {
@@ -26,8 +20,17 @@ cleanup() {
         wait "$serve_pid" 2>/dev/null || true
     fi
     rm -rf "$tmp"
+    # A broker this run had to start goes too; one that was already running stays.
+    stop_rabbitmq "$RABBITMQ_STARTED"
 }
 trap cleanup EXIT
+
+cargo fmt --all --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+# Two registries on free 127.0.0.1 ports, plain and with basic auth, holding the fixtures built
+# by tests/src/fixtures.rs; kiln-fixtures stops them on SIGTERM (or on the Ctrl-C every process
+# of the foreground group gets).
 cargo build -q -p kiln-tests --bin kiln-fixtures
 "${CARGO_TARGET_DIR:-target}/debug/kiln-fixtures" serve --env-file "$tmp/env" &
 serve_pid=$!

@@ -62,15 +62,21 @@ fn debian_base_is_served_when_run_sh_pushed_it() {
         eprintln!("{ENV_DEBIAN} unset: not run by ./tests/run.sh, nothing to check");
         return;
     };
-    let mut skopeo = Command::new("skopeo");
-    skopeo
-        .args(["--insecure-policy", "inspect", "--tls-verify=false"])
-        .arg(format!("docker://{reference}"));
-    let out = run(&mut skopeo).unwrap();
-    let image: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(image["Architecture"], "amd64");
-    let layers = image["LayersData"].as_array().unwrap();
+    let inspect = |extra: &[&str]| {
+        let mut skopeo = Command::new("skopeo");
+        skopeo
+            .args(["--insecure-policy", "inspect", "--tls-verify=false"])
+            .args(extra)
+            .arg(format!("docker://{reference}"));
+        let out = run(&mut skopeo).unwrap();
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let config = inspect(&["--config"]);
+    assert_eq!(config["architecture"], "amd64");
+    assert_eq!(config["config"]["Cmd"], serde_json::json!(["bash"]));
+    let manifest = inspect(&["--raw"]);
+    let layers = manifest["layers"].as_array().unwrap();
     assert_eq!(layers.len(), 1);
-    let size = layers[0]["Size"].as_u64().unwrap();
+    let size = layers[0]["size"].as_u64().unwrap();
     assert!(size > 30 << 20, "a minbase layer of only {size} bytes");
 }
