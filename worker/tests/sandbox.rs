@@ -4,6 +4,7 @@
 //! (`kiln-build`), as a root worker would; as another user, it runs as that user, who then needs
 //! subordinate ids. Every test also checks that no process of its sandbox is left.
 
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,6 +19,10 @@ use tokio_util::sync::CancellationToken;
 
 /// The build user the tests run sandboxes as.
 const BUILD_USER: &str = "kiln-build";
+
+/// Set when `a_non_root_worker_runs_sandboxes_as_its_own_user` re-executes this test binary as
+/// the build user: the inherited descriptor of the `kiln-worker` binary.
+const HELPER_FD_VAR: &str = "KILN_TEST_SANDBOX_HELPER_FD";
 
 /// A busybox rootfs in a fresh temporary directory, owned by the build user.
 struct Rootfs {
@@ -76,7 +81,10 @@ fn give_to_build_user(path: &Path) {
 /// A configuration for tests: the built `kiln-worker` as helper, small limits, a short timeout.
 fn config() -> SandboxConfig {
     SandboxConfig {
-        helper_exe: env!("CARGO_BIN_EXE_kiln-worker").into(),
+        helper_exe: match std::env::var(HELPER_FD_VAR) {
+            Ok(fd) => format!("/proc/self/fd/{fd}").into(),
+            Err(_) => env!("CARGO_BIN_EXE_kiln-worker").into(),
+        },
         run_as: run_as(),
         limits: Limits {
             max_processes: 256,
@@ -493,4 +501,52 @@ async fn a_long_line_is_cut_at_the_bound() {
     assert!(lines[0].is_truncated);
     assert_eq!(lines[1].text, "after");
     assert!(!lines[1].is_truncated);
+}
+
+#[tokio::test]
+async fn a_non_root_worker_runs_sandboxes_as_its_own_user() {
+    if let Some(user) = run_as() {
+        // As root: run this same test as the build user, a real rootless worker. The binaries
+        // are passed as inherited descriptors (dup clears close-on-exec), so the build user
+        // needs no access to the target directory.
+        let open = |path: &Path| nix::unistd::dup(std::fs::File::open(path).unwrap()).unwrap();
+        let test_binary = open(&std::env::current_exe().unwrap());
+        let helper = open(Path::new(env!("CARGO_BIN_EXE_kiln-worker")));
+        let output = Command::new("setpriv")
+            .args([
+                "--reuid",
+                &user.uid.to_string(),
+                "--regid",
+                &user.gid.to_string(),
+            ])
+            .args(["--clear-groups", "--"])
+            .arg(format!("/proc/self/fd/{}", test_binary.as_raw_fd()))
+            .args([
+                "--exact",
+                "a_non_root_worker_runs_sandboxes_as_its_own_user",
+            ])
+            .env(HELPER_FD_VAR, helper.as_raw_fd().to_string())
+            .current_dir("/")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "{stdout}\n{stderr}"
+        );
+        return;
+    }
+    let me = nix::unistd::getuid().as_raw();
+    let rootfs = busybox_rootfs();
+    let (report, lines) = run(config(), &shell(&rootfs, "id -u; cat /proc/self/uid_map")).await;
+    assert_eq!(report.outcome, Outcome::Exited(0), "{lines:#?}");
+    let out = texts(&lines, Stream::Stdout);
+    assert_eq!(out[0], "0");
+    let map: Vec<Vec<&str>> = out[1..]
+        .iter()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(map[0], ["0", &me.to_string(), "1"]);
+    assert_eq!((map[1][0], map[1][2]), ("1", "65536"));
 }
