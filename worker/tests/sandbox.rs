@@ -212,6 +212,7 @@ async fn proc_shows_only_the_sandbox_and_devices_work() {
     let script = format!(
         "cat /proc/1/comm; ls /proc | grep -c '^[0-9]'; \
          if [ -e /proc/{host_pid} ] && [ {host_pid} -gt 10 ]; then echo host pid visible; fi; \
+         if readlink /proc/1/exe || cat /proc/1/environ; then echo init exposed; fi; \
          echo x > /dev/null; head -c 5 /dev/urandom | wc -c; ls /dev/pts/ptmx; \
          touch /tmp/t /dev/shm/s; echo devices ok"
     );

@@ -286,6 +286,13 @@ fn init_main(
         std::process::exit(1);
     }
     let _ = nix::sys::prctl::set_name(INIT_NAME);
+    // The init holds the channel to the helper and the output of nothing else; sandboxed root
+    // could ptrace it (same user namespace) and speak on that channel. Not dumpable, ptrace
+    // needs CAP_SYS_PTRACE in the namespace its memory was made in, the worker's, because the
+    // helper was executed before unsharing (ptrace(2), "Ptrace access mode checking").
+    if nix::sys::prctl::set_dumpable(false).is_err() {
+        std::process::exit(1);
+    }
     let report = |message: FromInit| {
         let _ = channel.send(&message, &[]);
     };

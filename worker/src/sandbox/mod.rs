@@ -27,6 +27,12 @@
 //! the init follows through `PR_SET_PDEATHSIG`. After each run the worker checks that no process
 //! of the namespace is left.
 //!
+//! A worker running as root (CI does) still runs sandboxes rootless: it starts the helper and
+//! `newuidmap`/`newgidmap` as [`SandboxConfig::run_as`], an ordinary user with subordinate ids
+//! (tests/setup/build-user.sh). Mapping the sandbox's root to host root instead would exempt it
+//! from `RLIMIT_NPROC` (the kernel skips the check for real root, kernel/fork.c) and let it
+//! write every host file it can reach.
+//!
 //! Containment without cgroups (none are delegated on our hosts, environment.md): rlimits bound
 //! processes, open files, file size, CPU time and memory; the pid namespace hides host processes;
 //! the user namespace maps the build's root to an unprivileged host user, so host files it does

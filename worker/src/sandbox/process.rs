@@ -22,6 +22,9 @@ use super::message::{AsyncChannel, Channel, ExitStatus, FromHelper, HelperSpec, 
 use super::output::{OutputLine, Stream, forward_lines};
 use super::rootfs::RootfsSpec;
 
+/// Most setup warnings kept from one run; the init sends a handful at most.
+const MAX_WARNINGS: usize = 16;
+
 /// The hidden subcommand of `kiln-worker` that runs the helper.
 pub const HELPER_SUBCOMMAND: &str = "sandbox-init";
 
@@ -362,7 +365,8 @@ impl Sandbox {
             .map_err(channel_error("send the spec"))?;
         drop((stdout_write, stderr_write));
         let max = self.config.max_line_bytes;
-        let readers = [
+        // Aborted if this future is dropped or returns early; awaited below otherwise.
+        let mut readers = AbortOnDrop([
             tokio::spawn(forward_lines(
                 stdout_read,
                 Stream::Stdout,
@@ -370,7 +374,7 @@ impl Sandbox {
                 output.clone(),
             )),
             tokio::spawn(forward_lines(stderr_read, Stream::Stderr, max, output)),
-        ];
+        ]);
 
         let mut stopped: Option<Outcome> = None;
         let mut escalate_at: Option<Instant> = None;
@@ -391,8 +395,10 @@ impl Sandbox {
                             pid_namespace = Some(self.open_pid_namespace(helper_pid)?);
                         }
                         Some((FromHelper::Warning(text), _)) => {
-                            tracing::warn!(warning = %text, "sandbox setup");
-                            warnings.push(text);
+                            if warnings.len() < MAX_WARNINGS {
+                                tracing::warn!(warning = %text, "sandbox setup");
+                                warnings.push(text);
+                            }
                         }
                         Some((FromHelper::Failed(step), _)) => {
                             failure.get_or_insert(step);
@@ -424,7 +430,7 @@ impl Sandbox {
             }
         }
         let helper_status = helper.wait().await.map_err(SandboxError::WaitHelper)?;
-        for reader in readers {
+        for reader in &mut readers.0 {
             match tokio::time::timeout(OUTPUT_DRAIN, reader).await {
                 Ok(Ok(Ok(()))) => {}
                 Ok(Ok(Err(error))) => tracing::warn!(%error, "reading sandbox output"),
@@ -525,6 +531,17 @@ impl Sandbox {
                 return Err(SandboxError::ProcessesLeft { pids });
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Tasks aborted when dropped (a dropped `JoinHandle` would detach them, STYLE.md 4.1).
+struct AbortOnDrop<T>([tokio::task::JoinHandle<T>; 2]);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
     }
 }
