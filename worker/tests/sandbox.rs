@@ -198,8 +198,11 @@ async fn root_inside_owns_the_full_id_map() {
     );
     // Seen from the host, inner 65536 is the last subordinate id.
     let meta = std::fs::metadata(rootfs.path.join("owned")).unwrap();
+    let sandbox = Sandbox::new(config()).unwrap();
+    assert_eq!(Some(meta.uid()), sandbox.uid_map().host_id(65536));
+    assert_eq!(Some(meta.gid()), sandbox.gid_map().host_id(65536));
     let subuid = std::fs::read_to_string("/etc/subuid").unwrap();
-    let user = run_as().unwrap_or_else(|| BuildUser::current().unwrap());
+    let user = sandbox.build_user();
     let range =
         kiln_worker::sandbox::find_subordinate_range(&subuid, &user.name, user.uid, 65536).unwrap();
     assert_eq!(meta.uid(), range.start + 65535);

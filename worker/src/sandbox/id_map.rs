@@ -89,6 +89,16 @@ impl IdMap {
         }
     }
 
+    /// The host id of the inner id `inner`, if the map covers it. A worker running as root
+    /// that writes a rootfs from outside the sandbox (layer extraction) gives files these
+    /// owners, so that the sandbox sees the image's ids (environment.md, "Rootless execution").
+    pub fn host_id(&self, inner: u32) -> Option<u32> {
+        self.entries.iter().find_map(|e| {
+            let offset = inner.checked_sub(e.inner)?;
+            (offset < e.count).then(|| e.outer + offset)
+        })
+    }
+
     /// The arguments of `newuidmap`/`newgidmap` that write this map for process `pid`.
     pub fn mapper_args(&self, pid: u32) -> Vec<String> {
         std::iter::once(pid.to_string())
@@ -219,6 +229,22 @@ wrap:4294967000:65536
             map.mapper_args(4242),
             ["4242", "0", "1001", "1", "1", "100000", "65536"]
         );
+    }
+
+    #[test]
+    fn host_ids_follow_the_map_and_stop_at_its_end() {
+        let map = IdMap::full(
+            1001,
+            SubordinateRange {
+                start: 100000,
+                count: 70000,
+            },
+        );
+        assert_eq!(map.host_id(0), Some(1001));
+        assert_eq!(map.host_id(1), Some(100000));
+        assert_eq!(map.host_id(1000), Some(100999));
+        assert_eq!(map.host_id(65536), Some(165535));
+        assert_eq!(map.host_id(65537), None);
     }
 
     #[test]

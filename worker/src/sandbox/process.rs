@@ -306,10 +306,27 @@ impl Sandbox {
         &self.config
     }
 
+    /// The build user: the sandbox's root.
+    pub fn build_user(&self) -> &BuildUser {
+        &self.user
+    }
+
+    /// The sandbox's uid map (inner 0 → the build user, 1..=65536 → its subordinate uids).
+    pub fn uid_map(&self) -> &IdMap {
+        &self.uid_map
+    }
+
+    /// The sandbox's gid map.
+    pub fn gid_map(&self) -> &IdMap {
+        &self.gid_map
+    }
+
     /// Runs `command` in a new sandbox, sending each output line to `output` as it arrives.
     /// Returns once every process of the sandbox is gone: when the script ends, at the wall
     /// timeout, or within about a second of `cancel` being cancelled. A failing script is an
-    /// `Ok` [`Outcome`]; `Err` means the sandbox could not be set up or supervised.
+    /// `Ok` [`Outcome`]; `Err` means the sandbox could not be set up or supervised. Sends to
+    /// `output` are awaited: a slow receiver slows the script down (its pipe fills up) but
+    /// loses no line; a dropped receiver loses the lines and slows nothing.
     pub async fn run(
         &self,
         command: &SandboxCommand,
