@@ -3,6 +3,8 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod cli;
+
 /// Kiln's rootless build worker.
 #[derive(Debug, Parser)]
 #[command(name = "kiln-worker", version, about)]
@@ -17,6 +19,11 @@ enum Command {
     /// over the socket passed as stdin. Not for people.
     #[command(name = "sandbox-init", hide = true)]
     SandboxInit,
+    /// Inspect and assemble SIF images.
+    Sif {
+        #[command(subcommand)]
+        command: cli::sif::SifCommand,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -26,6 +33,7 @@ fn main() -> anyhow::Result<()> {
         Command::SandboxInit => {
             kiln_worker::sandbox::helper_main().context("the sandbox helper failed")
         }
+        Command::Sif { command } => cli::sif::run(command),
     }
 }
 

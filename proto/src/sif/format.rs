@@ -327,6 +327,25 @@ impl GlobalHeader {
         trim_nul(&self.launch_script)
     }
 
+    /// Parses a UUID string (`8-4-4-4-12` hex digits, either case) into the 16 bytes of the
+    /// header's `id`; `None` if it is not one.
+    pub fn parse_id(text: &str) -> Option<[u8; 16]> {
+        let groups: Vec<&str> = text.split('-').collect();
+        if groups.iter().map(|g| g.len()).collect::<Vec<_>>() != [8, 4, 4, 4, 12] {
+            return None;
+        }
+        let hex = groups.concat();
+        // `from_str_radix` would also take a sign.
+        if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut id = [0; 16];
+        for (byte, pair) in id.iter_mut().zip(hex.as_bytes().chunks_exact(2)) {
+            *byte = u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok()?;
+        }
+        Some(id)
+    }
+
     /// The image ID as a UUID string (`8-4-4-4-12` lowercase hex).
     pub fn id_string(&self) -> String {
         let hex: String = self.id.iter().map(|b| format!("{b:02x}")).collect();
@@ -724,6 +743,19 @@ mod tests {
         assert_eq!(&bytes[0x78..0x7a], &[0x50, 0x22]);
         assert_eq!(GlobalHeader::decode(&bytes), header);
         assert_eq!(header.id_string(), "28ccd578-99af-4460-a480-8ec6fa299570");
+        assert_eq!(
+            GlobalHeader::parse_id("28CCD578-99af-4460-a480-8ec6fa299570"),
+            Some(header.id)
+        );
+        for bad in [
+            "",
+            "28ccd578-99af-4460-a480-8ec6fa29957",
+            "28ccd578+99af-4460-a480-8ec6fa299570",
+            "+8ccd578-99af-4460-a480-8ec6fa299570",
+            "28ccd57g-99af-4460-a480-8ec6fa299570",
+        ] {
+            assert_eq!(GlobalHeader::parse_id(bad), None, "{bad}");
+        }
         assert_eq!(header.launch_script(), SINGULARITY_LAUNCH_SCRIPT.as_bytes());
     }
 

@@ -49,13 +49,13 @@ pub enum SifError {
     #[error("failed to read the sif global header")]
     ReadHeader(#[source] io::Error),
     /// The magic is not `SIF_MAGIC\0`.
-    #[error("not a sif image: bad magic {found:?}")]
+    #[error("not a sif image: bad magic \"{}\"", found.escape_ascii())]
     BadMagic {
         /// The 10 bytes found at 0x20.
         found: [u8; 10],
     },
     /// The spec version is not `01`.
-    #[error("unsupported sif version {found:?}, expected \"01\"")]
+    #[error("unsupported sif version \"{}\", expected \"01\\0\"", found.escape_ascii())]
     UnsupportedVersion {
         /// The 3 bytes found at 0x2A.
         found: [u8; 3],
