@@ -554,3 +554,86 @@ async fn a_non_root_worker_runs_sandboxes_as_its_own_user() {
     assert_eq!(map[0], ["0", &me.to_string(), "1"]);
     assert_eq!((map[1][0], map[1][2]), ("1", "65536"));
 }
+
+/// The debootstrap minbase made by tests/setup/debootstrap.sh (run.sh runs it first).
+const DEBIAN_MINBASE: &str = "/var/cache/kiln-tests/debian-minbase";
+
+/// Copies `from` to `to` giving every entry the host owner the sandbox maps its ids to, as a
+/// root worker extracting layers would.
+fn copy_shifted(from: &Path, to: &Path, sandbox: &Sandbox) {
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp -a {}", from.display());
+    let mut stack = vec![to.to_owned()];
+    while let Some(path) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&path).unwrap();
+        let uid = sandbox.uid_map().host_id(meta.uid()).unwrap();
+        let gid = sandbox.gid_map().host_id(meta.gid()).unwrap();
+        std::os::unix::fs::lchown(&path, Some(uid), Some(gid)).unwrap();
+        if meta.is_dir() {
+            // lchown clears set-id bits; directories' modes are kept by cp and not set-id here.
+            stack.extend(std::fs::read_dir(&path).unwrap().map(|e| e.unwrap().path()));
+        } else if meta.mode() & 0o6000 != 0 {
+            std::fs::set_permissions(
+                &path,
+                std::os::unix::fs::PermissionsExt::from_mode(meta.mode() & 0o7777),
+            )
+            .unwrap();
+        }
+    }
+}
+
+#[tokio::test]
+async fn debian_runs_apt_useradd_and_su_with_the_full_map() {
+    let minbase = Path::new(DEBIAN_MINBASE);
+    assert!(
+        minbase.join("bin/sh").exists(),
+        "{DEBIAN_MINBASE} is missing: run tests/setup/debootstrap.sh"
+    );
+    let sandbox = Sandbox::new(config()).unwrap();
+    if run_as().is_none() {
+        // A non-root user cannot give files away; the root run covers this test.
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let rootfs = dir.path().join("rootfs");
+    copy_shifted(minbase, &rootfs, &sandbox);
+    // apt drops to _apt (uid 42) for downloads, useradd writes /etc/shadow, su switches to
+    // uid 1000: each needs ids beyond a single-id map.
+    let script = "apt-get update -qq && \
+                  apt-get install -y -qq --no-install-recommends hello >/dev/null && \
+                  hello && useradd -m alice && su alice -s /bin/sh -c 'id -u; touch ~/mine' && \
+                  stat -c %U /home/alice/mine";
+    let command = SandboxCommand {
+        rootfs: rootfs.clone(),
+        argv: ["/bin/sh", "-e", "-c", script].map(String::from).to_vec(),
+        env: vec![
+            ("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into()),
+            ("DEBIAN_FRONTEND".into(), "noninteractive".into()),
+            ("LANG".into(), "C".into()),
+        ],
+        cwd: "/".into(),
+        is_read_only: false,
+    };
+    let mut config = config();
+    config.limits.max_processes = 1024;
+    config.wall_timeout = Duration::from_secs(600);
+    let (report, lines) = run(config, &command).await;
+    assert_eq!(report.outcome, Outcome::Exited(0), "{lines:#?}");
+    assert_eq!(
+        texts(&lines, Stream::Stdout),
+        ["Hello, world!", "1000", "alice"]
+    );
+    // From the host, alice's file belongs to the subordinate id of inner uid 1000.
+    let meta = std::fs::metadata(rootfs.join("home/alice/mine")).unwrap();
+    assert_eq!(Some(meta.uid()), sandbox.uid_map().host_id(1000));
+}
