@@ -301,9 +301,11 @@ fn check_header(header: &GlobalHeader, image_len: u64) -> Result<Table> {
                 "descriptor table {offset}+{table_len} ends past the end of the {image_len}-byte image"
             ))
         })?;
+    // An empty data section may start past the end: images made by the sif v1 library (2020)
+    // end at their descriptor table while their data offset says 32768.
     if data_offset
         .checked_add(data_size)
-        .is_none_or(|data_end| data_end > image_len)
+        .is_none_or(|data_end| data_size > 0 && data_end > image_len)
     {
         return Err(malformed(format!(
             "data section {data_offset}+{data_size} ends past the end of the {image_len}-byte image"
@@ -605,6 +607,30 @@ mod tests {
         let (id, reason) = descriptor_error(with_descriptor(1, |d| d.id = 0));
         assert_eq!(id, 0);
         assert!(reason.contains("reserved"), "{reason}");
+    }
+
+    #[test]
+    fn an_empty_data_section_may_start_past_the_end() {
+        // The shape of sylabs/singularity `test/images/empty.sif` (sif v1): 48 free slots, data
+        // offset 32768, file ending with the table at 32176.
+        let mut bytes = SifWriter::new(Cursor::new(Vec::new()), CreateOptions::default())
+            .expect("new")
+            .finish()
+            .expect("finish")
+            .into_inner();
+        let mut header = GlobalHeader::decode(bytes[..HEADER_LEN].try_into().expect("header"));
+        header.data_offset = 32768;
+        bytes[..HEADER_LEN].copy_from_slice(&header.encode());
+        assert_eq!(bytes.len(), 32176);
+        assert!(
+            read(bytes.clone())
+                .expect("empty v1 image")
+                .objects()
+                .is_empty()
+        );
+        header.data_size = 1;
+        bytes[..HEADER_LEN].copy_from_slice(&header.encode());
+        assert!(header_error(bytes).contains("data section"));
     }
 
     #[test]
