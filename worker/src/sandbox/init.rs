@@ -23,6 +23,7 @@ use super::message::{
     Channel, ExitStatus, FromHelper, FromInit, HelperSpec, StepFailure, ToHelper,
 };
 use super::rootfs;
+use super::seccomp;
 use super::syscall::{LinuxSyscall, Syscall, c_path, c_strings};
 
 /// Name of the init in `ps` inside the sandbox.
@@ -398,6 +399,8 @@ fn prepare_script(
     // Setuid binaries in the image (sudo, su, mount) gain nothing: the sandbox's root is already
     // the most it can be, and a setuid file owned by a host user must not elevate (prctl(2)).
     sys.set_no_new_privs().map_err(step("set no_new_privs"))?;
+    sys.install_seccomp(&seccomp::deny_list())
+        .map_err(step("install the seccomp filter"))?;
     nix::unistd::chdir(&spec.cwd)
         .map_err(io::Error::from)
         .map_err(step(&format!("change directory to {}", spec.cwd.display())))?;

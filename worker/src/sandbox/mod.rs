@@ -18,7 +18,8 @@
 //! - the helper forks the *init*, pid 1 of the new pid namespace, which mounts the rootfs
 //!   (`rootfs`: a fresh `/proc`, `/dev` from host nodes, devpts, `/dev/shm`, tmpfs `/tmp`, the
 //!   host's `resolv.conf` and `hosts`), `pivot_root`s into it and forks the script;
-//! - the script gets rlimits (`limits`), `PR_SET_NO_NEW_PRIVS`, a new session, stdin from
+//! - the script gets rlimits (`limits`), `PR_SET_NO_NEW_PRIVS`, a seccomp deny-list
+//!   (`seccomp`), a new session, stdin from
 //!   `/dev/null`, stdout and stderr on the worker's pipes (`output`), and is executed.
 //!
 //! When the script exits, the init exits and the kernel kills every process left in the pid
@@ -48,6 +49,7 @@ mod net;
 mod output;
 mod process;
 mod rootfs;
+mod seccomp;
 mod syscall;
 
 pub use error::SandboxError;

@@ -22,6 +22,7 @@ use nix::sys::statvfs::{FsFlags, fstatvfs};
 use nix::unistd::{Gid, Uid};
 
 use super::limits::{Resource, Rlimit};
+use super::seccomp::Instruction;
 
 /// What a mount point must be: the kind of the thing mounted on it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +73,8 @@ pub(crate) trait Syscall {
     fn set_no_new_privs(&self) -> io::Result<()>;
     /// Brings up the loopback interface of a new network namespace.
     fn bring_up_loopback(&self) -> io::Result<()>;
+    /// Installs a seccomp filter (after no_new_privs).
+    fn install_seccomp(&self, program: &[Instruction]) -> io::Result<()>;
 }
 
 /// Where the real implementation reads the path of an open file.
@@ -223,6 +226,10 @@ impl Syscall for LinuxSyscall {
     fn bring_up_loopback(&self) -> io::Result<()> {
         super::net::bring_up_loopback()
     }
+
+    fn install_seccomp(&self, program: &[Instruction]) -> io::Result<()> {
+        super::seccomp::install(program)
+    }
 }
 
 /// Opens `path` (relative, possibly empty for the root itself) with `root_fd` as `/`.
@@ -281,6 +288,7 @@ pub(crate) mod recording {
         PivotRoot(PathBuf),
         NoNewPrivs,
         LoopbackUp,
+        Seccomp(usize),
     }
 
     /// Records every call; resolves targets by joining them to the root, except those listed
@@ -387,6 +395,9 @@ pub(crate) mod recording {
         }
         fn bring_up_loopback(&self) -> io::Result<()> {
             self.record(Call::LoopbackUp)
+        }
+        fn install_seccomp(&self, program: &[Instruction]) -> io::Result<()> {
+            self.record(Call::Seccomp(program.len()))
         }
     }
 }
