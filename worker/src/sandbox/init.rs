@@ -171,15 +171,18 @@ fn supervise(
         }
     };
     let mut script_status = None;
-    let mut is_worker_listening = true;
+    // Each source leaves the poll set at its end of stream, so a closed one cannot spin it.
+    let (mut is_worker_listening, mut is_init_talking) = (true, true);
     loop {
-        let mut fds = vec![
-            PollFd::new(pidfd.as_fd(), PollFlags::POLLIN),
-            PollFd::new(helper_end.as_fd(), PollFlags::POLLIN),
-        ];
-        if is_worker_listening {
+        let mut fds = vec![PollFd::new(pidfd.as_fd(), PollFlags::POLLIN)];
+        let init_at = is_init_talking.then(|| {
+            fds.push(PollFd::new(helper_end.as_fd(), PollFlags::POLLIN));
+            fds.len() - 1
+        });
+        let worker_at = is_worker_listening.then(|| {
             fds.push(PollFd::new(channel.as_fd(), PollFlags::POLLIN));
-        }
+            fds.len() - 1
+        });
         match poll(&mut fds, PollTimeout::NONE) {
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => {
@@ -188,12 +191,15 @@ fn supervise(
             }
             Ok(_) => {}
         }
-        let ready = |fd: &PollFd| fd.revents().is_some_and(|r| !r.is_empty());
-        let (init_ended, init_spoke) = (ready(&fds[0]), ready(&fds[1]));
-        let worker_spoke = fds.get(2).is_some_and(ready);
+        let ready = |at: Option<usize>| {
+            at.and_then(|i| fds[i].revents())
+                .is_some_and(|r| !r.is_empty())
+        };
+        let (init_ended, init_spoke, worker_spoke) =
+            (ready(Some(0)), ready(init_at), ready(worker_at));
         drop(fds);
         if init_spoke {
-            forward(channel, &helper_end, &mut script_status);
+            is_init_talking = forward(channel, &helper_end, &mut script_status);
         }
         if worker_spoke {
             // A Kill, or end of stream because the worker died: either way the sandbox goes.
@@ -287,10 +293,10 @@ fn init_main(
         std::process::exit(1);
     }
     let _ = nix::sys::prctl::set_name(INIT_NAME);
-    // The init holds the channel to the helper and the output of nothing else; sandboxed root
-    // could ptrace it (same user namespace) and speak on that channel. Not dumpable, ptrace
-    // needs CAP_SYS_PTRACE in the namespace its memory was made in, the worker's, because the
-    // helper was executed before unsharing (ptrace(2), "Ptrace access mode checking").
+    // The init holds the channel to the helper and the worker's stderr; sandboxed root could
+    // ptrace it (same user namespace) and use both. Not dumpable, ptrace needs CAP_SYS_PTRACE
+    // in the namespace its memory was made in, the worker's, because the helper was executed
+    // before unsharing (ptrace(2), "Ptrace access mode checking").
     if nix::sys::prctl::set_dumpable(false).is_err() {
         std::process::exit(1);
     }
@@ -341,21 +347,19 @@ fn init_main(
     if let Ok(Some((FromInit::Failed(failure), _))) = init_end.recv::<FromInit>() {
         report(FromInit::Failed(failure));
     }
-    loop {
+    let status = loop {
         match waitpid(None::<Pid>, None) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == script => {
-                report(FromInit::ScriptExited(ExitStatus::Code(code)));
-                break;
-            }
+            Ok(WaitStatus::Exited(pid, code)) if pid == script => break ExitStatus::Code(code),
             Ok(WaitStatus::Signaled(pid, signal, _)) if pid == script => {
-                report(FromInit::ScriptExited(ExitStatus::Signal(signal as i32)));
-                break;
+                break ExitStatus::Signal(signal as i32);
             }
             // Orphans reparented to pid 1: reaped here and forgotten.
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-            Err(_) => break,
+            // Cannot happen while the script is unreaped; never pass it off as a success.
+            Err(_) => std::process::exit(1),
         }
-    }
+    };
+    report(FromInit::ScriptExited(status));
     std::process::exit(0)
 }
 
