@@ -1,6 +1,9 @@
 //! Shared by the conformance tests: where the corpus is, and how a Kiln result is compared with
 //! a golden (`{"error": …}`, `{"panic": …}` or the JSON SingularityCE printed).
 
+// Each test binary includes this module and uses only part of it.
+#![allow(dead_code)]
+
 use std::path::PathBuf;
 
 use kiln_definitions::{ParseError, ParseErrorKind};
