@@ -52,7 +52,8 @@ impl Location {
 }
 
 /// Why a definition was rejected. The messages are SingularityCE's (deffile spec §6) except for
-/// the three cases SingularityCE does not have: [`TooLarge`](Self::TooLarge),
+/// the cases SingularityCE does not have: [`TooLarge`](Self::TooLarge),
+/// [`TooManyStages`](Self::TooManyStages),
 /// [`FilesLineWithoutSource`](Self::FilesLineWithoutSource) (SingularityCE crashes with an index
 /// out of range) and the multi-name order of [`InvalidSections`](Self::InvalidSections)
 /// (SingularityCE's is random; ours is the order of first appearance).
@@ -100,6 +101,12 @@ pub enum ParseErrorKind {
     FilesLineWithoutSource {
         /// The trimmed line.
         line: String,
+    },
+    /// More stages than [`MAX_STAGES`](crate::MAX_STAGES).
+    #[error("definition file has too many stages: more than {limit}")]
+    TooManyStages {
+        /// The limit.
+        limit: usize,
     },
     /// The input is larger than [`MAX_DEFINITION_BYTES`](crate::MAX_DEFINITION_BYTES).
     #[error("definition file is too large: {size} bytes, the limit is {limit} bytes")]

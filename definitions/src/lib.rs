@@ -46,6 +46,11 @@ pub use types::{
 /// are far smaller (the largest of the 4,533 Singularity Hub recipes is 30 KB).
 pub const MAX_DEFINITION_BYTES: usize = 1024 * 1024;
 
+/// 32: the most stages [`parse_all`], [`render`] and [`check`] accept. Every stage carries the
+/// whole file as `full_raw`, so without a bound a 1 MiB file of `Bootstrap:` lines would ask for
+/// tens of gigabytes; real multi-stage files have a handful of stages.
+pub const MAX_STAGES: usize = 32;
+
 /// Parses `text` as one stage, like SingularityCE's `ParseDefinitionFile`: later `Bootstrap:`
 /// lines are not stage boundaries. `raw` and `full_raw` are `text`.
 ///
@@ -64,6 +69,7 @@ pub fn parse(text: &str) -> Result<Definition, ParseError> {
 ///
 /// # Errors
 /// The first chunk's parse error, with line numbers of the whole text; see [`parse`].
+/// [`ParseErrorKind::TooManyStages`] past [`MAX_STAGES`] stages.
 pub fn parse_all(text: &str) -> Result<Vec<Definition>, ParseError> {
     parser::check_size(text)?;
     Ok(parser::parse_stages(text)?

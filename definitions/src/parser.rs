@@ -7,10 +7,10 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::MAX_DEFINITION_BYTES;
 use crate::error::{Location, ParseError, ParseErrorKind};
 use crate::scan::{self, Line};
 use crate::types::{Definition, FileTransport, Files, Script};
+use crate::{MAX_DEFINITION_BYTES, MAX_STAGES};
 
 /// The standard sections (`validSections`); any other name is an error unless it is an app
 /// section.
@@ -196,6 +196,17 @@ pub(crate) fn parse_stages(text: &str) -> Result<Vec<Stage>, ParseError> {
             continue;
         }
         match parse_one(chunk) {
+            Ok(_) if stages.len() == MAX_STAGES => {
+                let first = chunk.split('\n').next().unwrap_or("");
+                return Err(ParseError::new(
+                    ParseErrorKind::TooManyStages { limit: MAX_STAGES },
+                    Location {
+                        line: line_offset + 1,
+                        column: 1,
+                        text: first.strip_suffix('\r').unwrap_or(first).to_owned(),
+                    },
+                ));
+            }
             Ok((mut definition, notes)) => {
                 definition.full_raw = text.to_owned();
                 stages.push(Stage {

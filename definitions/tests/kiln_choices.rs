@@ -5,8 +5,8 @@ mod common;
 
 use common::conformance_dir;
 use kiln_definitions::{
-    BuildArgs, MAX_DEFINITION_BYTES, ParseErrorKind, RenderError, Severity, check, parse,
-    parse_all, render,
+    BuildArgs, MAX_DEFINITION_BYTES, MAX_STAGES, ParseErrorKind, RenderError, Severity, check,
+    parse, parse_all, render,
 };
 
 /// §12.5: a `\` continuation followed by a comment line panics SingularityCE; Kiln ends the value
@@ -113,4 +113,25 @@ fn section_over_64_kib_keeps_singularityce_error() {
     let err = parse(&text).unwrap_err();
     assert_eq!(err.to_string(), "bufio.Scanner: token too long");
     assert_eq!(err.location.line, 2);
+}
+
+/// Each stage holds the whole file, so the stage count is bounded; blank chunks do not count.
+#[test]
+fn stage_count_is_bounded() {
+    let stage = "Bootstrap: docker\nFrom: alpine\n";
+    let at_limit = format!("# leading comment\n{}", stage.repeat(MAX_STAGES));
+    assert_eq!(parse_all(&at_limit).unwrap().len(), MAX_STAGES);
+    let over = stage.repeat(MAX_STAGES + 1);
+    let err = parse_all(&over).unwrap_err();
+    assert_eq!(
+        err.kind,
+        ParseErrorKind::TooManyStages { limit: MAX_STAGES }
+    );
+    assert_eq!(err.location.line, 2 * MAX_STAGES + 1);
+    // A file of nothing but `Bootstrap:` lines, as large as allowed, is refused cheaply.
+    let hostile = "bootstrap:\n".repeat(MAX_DEFINITION_BYTES / 11);
+    assert!(matches!(
+        check(&hostile).unwrap_err().kind,
+        ParseErrorKind::TooManyStages { .. }
+    ));
 }
