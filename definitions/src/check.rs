@@ -32,7 +32,8 @@ const UNSUPPORTED_AGENTS: [&str; 12] = [
 ];
 
 /// How bad a finding is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Severity {
     /// The build would fail, or Kiln refuses it.
     Error,
@@ -49,8 +50,8 @@ impl fmt::Display for Severity {
     }
 }
 
-/// One problem [`check`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One problem [`check`] found (serialisable, for an API answer).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Finding {
     /// Error or warning.
     pub severity: Severity,
@@ -344,5 +345,82 @@ impl StageChecker<'_> {
                 ),
             );
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(text: &str) -> Vec<(Severity, usize, usize, String)> {
+        check(text)
+            .expect("parses")
+            .into_iter()
+            .map(|f| (f.severity, f.stage, f.location.line, f.message))
+            .collect()
+    }
+
+    #[test]
+    fn from_before_bootstrap_is_named_as_such() {
+        let found = summary("From: alpine\nBootstrap: docker\n%post\n  true\n");
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert_eq!(
+            (found[0].0, found[0].1, found[0].2),
+            (Severity::Error, 1, 1)
+        );
+        assert!(found[0].3.contains("put `Bootstrap:` first"), "{found:?}");
+        assert!(found[1].3.contains("needs a `From:`"), "{found:?}");
+    }
+
+    #[test]
+    fn multi_stage_file_with_a_later_source_stage_warns() {
+        let text = "Bootstrap: docker\nFrom: alpine\nStage: one\n%files from two\n  /a /b\n\
+                    Bootstrap: docker\nFrom: alpine\nStage: two\n%files from one\n  /a /b\n";
+        let found = summary(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!(
+            (found[0].0, found[0].1, found[0].2),
+            (Severity::Warning, 1, 4)
+        );
+        assert!(found[0].3.contains("built after this one"), "{found:?}");
+    }
+
+    #[test]
+    fn host_scripts_and_bad_post_args_are_errors_blank_ones_are_not() {
+        let text = "Bootstrap: library\nFrom: alpine\n%pre\n  echo host\n%setup\n\n%post -c # no shell\n  true\n";
+        let found = summary(text);
+        let messages: Vec<&str> = found.iter().map(|f| f.3.as_str()).collect();
+        assert_eq!(found.len(), 2, "{found:?}");
+        assert!(messages[0].starts_with("%pre runs on the build host"));
+        assert!(messages[1].starts_with("%post -c needs a shell"));
+        assert!(summary("Bootstrap: docker\nFrom: a\n%post -c /bin/bash\n  true\n").is_empty());
+    }
+
+    #[test]
+    fn agents_are_case_sensitive_and_some_unsupported() {
+        let found = summary("Bootstrap: Docker\nFrom: alpine\n");
+        assert!(
+            found[0].3.contains("invalid build source \"Docker\""),
+            "{found:?}"
+        );
+        let found = summary("Bootstrap: debootstrap\nOSVersion: bookworm\nMirrorURL: http://x\n");
+        assert!(found[0].3.contains("not supported by Kiln"), "{found:?}");
+        assert!(summary("Bootstrap: scratch\n%files\n  a /a\n").is_empty());
+        let found = summary("%post\n  true\n");
+        assert!(found[0].3.contains("no header"), "{found:?}");
+        let found = summary("# nothing\n");
+        assert!(found[0].3.contains("no stage"), "{found:?}");
+    }
+
+    #[test]
+    fn placeholders_without_defaults_warn_once_per_stage() {
+        let text = "Bootstrap: docker\nFrom: {{ IMAGE }}\n%post\n  echo {{ IMAGE }} {{ A }}\n%arguments\n  A=1\n";
+        let found = summary(text);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert_eq!((found[0].0, found[0].2), (Severity::Warning, 2));
+        assert!(
+            found[0].3.starts_with("{{ IMAGE }} has no default"),
+            "{found:?}"
+        );
     }
 }

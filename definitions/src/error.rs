@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 
 /// Where an error was found.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Location {
     /// 1-based line number in the text that was parsed (the whole file for `parse_all`).
     pub line: usize,

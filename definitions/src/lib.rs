@@ -26,6 +26,8 @@
 //! a limit Kiln reproduces). Input is `&str`: a file that is not UTF-8 must be refused by the
 //! caller, where SingularityCE would parse its bytes.
 
+#![warn(missing_docs)]
+
 mod check;
 mod error;
 mod parser;
