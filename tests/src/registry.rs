@@ -165,7 +165,7 @@ pub struct RegistryServer {
     child: Child,
     addr: String,
     /// Config, htpasswd file, log and storage; removed on drop after the process is gone.
-    dir: TempDir,
+    _dir: TempDir,
 }
 
 impl RegistryServer {
@@ -199,7 +199,13 @@ impl RegistryServer {
         let mut last_error = None;
         for _ in 0..START_ATTEMPTS {
             match RegistryServer::spawn(dir.path(), &auth, expected) {
-                Ok((child, addr)) => return Ok(RegistryServer { child, addr, dir }),
+                Ok((child, addr)) => {
+                    return Ok(RegistryServer {
+                        child,
+                        addr,
+                        _dir: dir,
+                    });
+                }
                 Err(Spawned::PortTaken(error)) => last_error = Some(error),
                 Err(Spawned::Failed(error)) => return Err(error),
             }
@@ -306,10 +312,10 @@ enum Spawned {
 
 impl Drop for RegistryServer {
     fn drop(&mut self) {
-        // SIGKILL: the registry keeps nothing worth flushing, and the storage is deleted next.
+        // SIGKILL: the registry keeps nothing worth flushing. `_dir`, a field, is removed after
+        // this body returns, once the process no longer writes to it.
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = &self.dir;
     }
 }
 

@@ -2,7 +2,8 @@
 //!
 //! - `serve --env-file F`: starts the plain and the authenticated registry, pushes every fixture
 //!   to both, writes the `KILN_TEST_REGISTRY*` variables to `F` as `export` lines, then waits
-//!   for SIGTERM, SIGINT or SIGHUP and kills both registries. `./tests/run.sh` runs it.
+//!   for SIGTERM, SIGINT or SIGHUP (or for its parent to die) and kills both registries.
+//!   `./tests/run.sh` runs it.
 //! - `push --registry HOST:PORT [--user U --password P]`: pushes every fixture to a registry.
 //! - `pack-rootfs --rootfs DIR --out LAYOUT --tag T`: packs a directory tree (the debootstrap
 //!   base) as a one-layer linux/amd64 image, unless `LAYOUT` already exists.
@@ -126,6 +127,10 @@ fn serve(store: &FixtureStore, env_file: &PathBuf) -> Result<()> {
     signals
         .thread_block()
         .context("failed to block termination signals")?;
+    // If run.sh is killed outright it cannot signal us; the kernel does (prctl(2)). The signal
+    // is blocked, so it queues for `wait` like the others.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGTERM)
+        .context("failed to set a parent-death signal")?;
 
     let plain =
         TestRegistry::start_private(None, store).context("failed to start the plain registry")?;
