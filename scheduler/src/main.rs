@@ -1,31 +1,13 @@
 //! `kiln-scheduler`: parses the command line, starts tracing and hands over to the library.
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
 
-/// Kiln's scheduler: remote build API, library API and web builder.
+/// Kiln's scheduler: remote build API, library API and web builder. Its subcommands (`serve`,
+/// `admin`) arrive with issue #6.
 #[derive(Debug, Parser)]
 #[command(name = "kiln-scheduler", version, about)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+struct Cli {}
 
-#[derive(Debug, Subcommand)]
-enum Command {}
-
-fn main() -> anyhow::Result<()> {
-    init_tracing();
-    let cli = Cli::parse();
-    match cli.command {}
-}
-
-/// Logs go to stderr so that stdout stays free for command output (tokens, listings).
-fn init_tracing() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+fn main() {
+    Cli::parse();
 }
