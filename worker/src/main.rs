@@ -17,7 +17,7 @@ struct Cli {
 enum Command {
     /// Internal: the sandbox helper the worker starts for each sandboxed script, talking to it
     /// over the socket passed as stdin. Not for people.
-    #[command(name = "sandbox-init", hide = true)]
+    #[command(name = kiln_worker::sandbox::HELPER_SUBCOMMAND, hide = true)]
     SandboxInit,
     /// Inspect and assemble SIF images.
     Sif {

@@ -30,6 +30,13 @@ pub enum SandboxError {
         #[source]
         source: io::Error,
     },
+    /// The build user could not be looked up by name.
+    #[error("failed to look up the user {name}")]
+    LookUpUserName {
+        name: String,
+        #[source]
+        source: io::Error,
+    },
     /// The command to run is not an absolute path (there is no `PATH` search in the sandbox).
     #[error("the command {0:?} is not an absolute path inside the rootfs")]
     RelativeCommand(String),

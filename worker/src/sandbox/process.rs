@@ -50,10 +50,11 @@ pub struct BuildUser {
 impl BuildUser {
     /// Looks the user up by name in the user database.
     pub fn from_name(name: &str) -> Result<Option<Self>> {
-        let user = nix::unistd::User::from_name(name).map_err(|e| SandboxError::LookUpUser {
-            uid: u32::MAX,
-            source: e.into(),
-        })?;
+        let user =
+            nix::unistd::User::from_name(name).map_err(|e| SandboxError::LookUpUserName {
+                name: name.to_owned(),
+                source: e.into(),
+            })?;
         Ok(user.map(|u| Self {
             name: u.name,
             uid: u.uid.as_raw(),
