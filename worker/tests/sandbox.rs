@@ -644,3 +644,21 @@ async fn debian_runs_apt_useradd_and_su_with_the_full_map() {
     let meta = std::fs::metadata(rootfs.join("home/alice/mine")).unwrap();
     assert_eq!(Some(meta.uid()), sandbox.uid_map().host_id(1000));
 }
+
+#[tokio::test]
+async fn open_file_and_file_size_limits_apply_inside() {
+    let rootfs = busybox_rootfs();
+    let mut config = config();
+    config.limits.max_open_files = 512;
+    config.limits.max_file_size_bytes = 1 << 20;
+    // ulimit -f counts 512-byte blocks (POSIX); head dies of SIGXFSZ (25) at the limit.
+    let script = "ulimit -n; ulimit -u; ulimit -f; \
+                  head -c 3000000 /dev/zero > /tmp/big || echo \"head exited $?\"; \
+                  wc -c < /tmp/big";
+    let (report, lines) = run(config, &shell(&rootfs, script)).await;
+    assert_eq!(report.outcome, Outcome::Exited(0), "{lines:#?}");
+    assert_eq!(
+        texts(&lines, Stream::Stdout),
+        ["512", "1024", "2048", "head exited 153", "1048576"]
+    );
+}
