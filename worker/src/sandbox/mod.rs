@@ -39,6 +39,35 @@
 //! the user namespace maps the build's root to an unprivileged host user, so host files it does
 //! not own stay read-only. With the network on, the script shares the host's network namespace,
 //! loopback services included: deployments must firewall the build user (anchors.md 6.2).
+//!
+//! Running a `%post` (the pipeline writes the script into the rootfs first, deffile.md 8.3):
+//!
+//! ```no_run
+//! # async fn post(rootfs: std::path::PathBuf) -> Result<(), Box<dyn std::error::Error>> {
+//! use kiln_worker::sandbox::{OutputLine, Sandbox, SandboxCommand, SandboxConfig};
+//! let sandbox = Sandbox::new(SandboxConfig::default())?; // once per worker
+//! let command = SandboxCommand {
+//!     rootfs,
+//!     argv: ["/bin/sh", "-e", "/.post.script"].map(String::from).to_vec(),
+//!     env: vec![("PATH".into(), "/usr/sbin:/usr/bin:/sbin:/bin".into())],
+//!     cwd: "/".into(),
+//!     is_read_only: false,
+//! };
+//! let (lines, mut received) = tokio::sync::mpsc::channel::<OutputLine>(256);
+//! let cancel = tokio_util::sync::CancellationToken::new(); // a child of the build's token
+//! let printer = tokio::spawn(async move {
+//!     while let Some(line) = received.recv().await {
+//!         println!("{}: {}", line.stream.name(), line.text);
+//!     }
+//! });
+//! let report = sandbox.run(&command, lines, &cancel).await?;
+//! printer.await?;
+//! if !report.outcome.is_success() {
+//!     eprintln!("%post failed: {}", report.outcome);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod error;
 mod id_map;
