@@ -10,5 +10,6 @@
 //! - `events`: the structured build events (log lines, progress, status) the consumer publishes.
 
 pub mod events;
+pub mod image;
 pub mod metadata;
 pub mod sandbox;

@@ -24,6 +24,8 @@ enum Command {
         #[command(subcommand)]
         command: cli::sif::SifCommand,
     },
+    /// Write a SquashFS image from a directory tree or from OCI layer blobs applied in order.
+    Squashfs(cli::squashfs::SquashfsArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -34,6 +36,7 @@ fn main() -> anyhow::Result<()> {
             kiln_worker::sandbox::helper_main().context("the sandbox helper failed")
         }
         Command::Sif { command } => cli::sif::run(command),
+        Command::Squashfs(args) => cli::squashfs::run(args),
     }
 }
 

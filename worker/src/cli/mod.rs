@@ -2,3 +2,4 @@
 //! the library stays free of `anyhow` and of printing.
 
 pub mod sif;
+pub mod squashfs;
