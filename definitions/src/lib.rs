@@ -15,15 +15,16 @@
 //!
 //! * A header value continued with `\` and followed by a blank or comment line makes
 //!   SingularityCE panic (`assignment to entry in nil map`). Kiln ends the value at that line,
-//!   as the upstream code intends, and [`check`] warns that SingularityCE cannot build the file.
+//!   as the upstream code intends: the key keeps the text collected so far, verbatim, and is
+//!   validated like any other. [`check`] warns that SingularityCE cannot build the file.
 //! * `invalid section(s) specified: a, b` lists names in Go map order, which is random. Kiln
 //!   lists them in order of first appearance.
 //! * A `%files` line that is a lone `"` makes SingularityCE index an empty slice and panic.
 //!   Kiln rejects it with [`ParseErrorKind::FilesLineWithoutSource`].
 //!
-//! Kiln also rejects any input over [`MAX_DEFINITION_BYTES`] before parsing it; SingularityCE
-//! reads files of any size (though each header or section must fit its 64 KiB scanner buffer,
-//! a limit Kiln reproduces). Input is `&str`: a file that is not UTF-8 must be refused by the
+//! Kiln also rejects any input over [`MAX_DEFINITION_BYTES`] before parsing it, and files of more
+//! than [`MAX_STAGES`] stages; SingularityCE reads files of any size (though each header or
+//! section must fit its 64 KiB scanner buffer, a limit Kiln reproduces with the same message). Input is `&str`: a file that is not UTF-8 must be refused by the
 //! caller, where SingularityCE would parse its bytes.
 
 #![warn(missing_docs)]
