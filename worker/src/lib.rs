@@ -12,4 +12,5 @@
 pub mod events;
 pub mod image;
 pub mod metadata;
+pub mod pipeline;
 pub mod sandbox;
