@@ -16,7 +16,7 @@
 
 use std::fs::{self, DirBuilder, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
@@ -122,14 +122,17 @@ impl LayerCache {
         let blobs = options.dir.join("blobs");
         let tmp = options.dir.join("tmp");
         for dir in [&options.dir, &blobs, &tmp] {
+            let setup = |source| CacheError::Setup {
+                path: dir.clone(),
+                source,
+            };
             DirBuilder::new()
                 .recursive(true)
                 .mode(0o700)
                 .create(dir)
-                .map_err(|source| CacheError::Setup {
-                    path: dir.clone(),
-                    source,
-                })?;
+                .map_err(setup)?;
+            // An existing directory keeps its mode through `create`; tighten it.
+            fs::set_permissions(dir, fs::Permissions::from_mode(0o700)).map_err(setup)?;
         }
         let cache = Self {
             blobs,
@@ -142,7 +145,9 @@ impl LayerCache {
 
     /// Where a blob lives once cached.
     pub fn blob_path(&self, digest: &Digest) -> PathBuf {
-        self.blobs.join(digest.algorithm().name()).join(digest.hex())
+        self.blobs
+            .join(digest.algorithm().name())
+            .join(digest.hex())
     }
 
     /// Leases a cached blob, or returns `None` if it is not cached.
@@ -160,7 +165,8 @@ impl LayerCache {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(err(e)),
         };
-        let file = Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| err(io::Error::from(e)))?;
+        let file =
+            Flock::lock(file, FlockArg::LockShared).map_err(|(_, e)| err(io::Error::from(e)))?;
         // An evictor may have unlinked the path between our open and our lock.
         if !names_same_inode(&path, &file).map_err(err)? {
             return Ok(None);
@@ -375,7 +381,10 @@ impl Write for BlobWriter {
         if self.written.saturating_add(buf.len() as u64) > self.expected_size {
             return Err(io::Error::new(
                 io::ErrorKind::FileTooLarge,
-                format!("blob {} is larger than its announced {} bytes", self.digest, self.expected_size),
+                format!(
+                    "blob {} is larger than its announced {} bytes",
+                    self.digest, self.expected_size
+                ),
             ));
         }
         let n = self.file.write(buf)?;
@@ -422,7 +431,6 @@ impl BlobLease {
     pub fn open(&self) -> io::Result<File> {
         File::open(&self.path)
     }
-
 }
 
 #[cfg(test)]
@@ -454,7 +462,11 @@ mod tests {
         let err = w.commit().unwrap_err();
         assert!(matches!(err, CacheError::DigestMismatch { .. }), "{err}");
         assert!(cache.lease(&claimed).unwrap().is_none());
-        assert_eq!(fs::read_dir(tmp.path().join("tmp")).unwrap().count(), 0, "temp removed");
+        assert_eq!(
+            fs::read_dir(tmp.path().join("tmp")).unwrap().count(),
+            0,
+            "temp removed"
+        );
 
         let mut w = cache.writer(&claimed, 4).unwrap();
         assert!(w.write_all(b"too long").is_err());
@@ -468,7 +480,10 @@ mod tests {
         let a_digest = a.digest().clone();
         drop(a);
         let old = SystemTime::now() - Duration::from_secs(60);
-        File::open(cache.blob_path(&a_digest)).unwrap().set_modified(old).unwrap();
+        File::open(cache.blob_path(&a_digest))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
         let b = put(&cache, &[b'b'; 10]);
         // 30 bytes > 25: `a` is unused and oldest, so it goes; `b` and `c` are leased.
         let c = put(&cache, &[b'c'; 10]);

@@ -74,7 +74,9 @@ impl FromStr for Digest {
             "sha512" => Algorithm::Sha512,
             _ => return Err(bad()),
         };
-        let is_lower_hex = hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+        let is_lower_hex = hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if hex.len() != algorithm.hex_len() || !is_lower_hex {
             return Err(bad());
         }

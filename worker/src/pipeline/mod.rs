@@ -6,4 +6,8 @@
 //! image config travels on in [`docker::PulledImage`] so the metadata step can write
 //! `/.singularity.d`.
 
+pub mod cache;
+pub mod digest;
+pub mod docker;
 pub mod layer;
+pub mod progress;

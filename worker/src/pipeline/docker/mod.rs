@@ -327,7 +327,9 @@ impl PullError {
             | Self::Task(_) => false,
             Self::Manifest { source, .. } => !is_transient(source),
             Self::Blob { source, .. } => !source.is_transient(),
-            Self::Apply { source, .. } => !matches!(source, LayerError::Fs { .. } | LayerError::Write { .. }),
+            Self::Apply { source, .. } => {
+                !matches!(source, LayerError::Fs { .. } | LayerError::Write { .. })
+            }
             _ => true,
         }
     }
@@ -375,7 +377,11 @@ impl FetchError {
 ///
 /// # Errors
 /// [`PullError::InvalidReference`] when the result does not parse.
-pub fn docker_reference(from: &str, registry: Option<&str>, namespace: Option<&str>) -> Result<Reference> {
+pub fn docker_reference(
+    from: &str,
+    registry: Option<&str>,
+    namespace: Option<&str>,
+) -> Result<Reference> {
     let mut reference = from.trim().trim_start_matches("docker://").to_owned();
     if let Some(ns) = namespace.map(str::trim).filter(|s| !s.is_empty()) {
         reference = format!("{}/{reference}", ns.trim_end_matches('/'));
@@ -455,7 +461,11 @@ pub async fn bootstrap(
 ///
 /// # Errors
 /// [`PullError::ReadLayer`] or [`PullError::Apply`], naming the layer.
-pub fn apply_layers(image: &PulledImage, applier: &mut LayerApplier, progress: &dyn Progress) -> Result<()> {
+pub fn apply_layers(
+    image: &PulledImage,
+    applier: &mut LayerApplier,
+    progress: &dyn Progress,
+) -> Result<()> {
     for (i, layer) in image.layers.iter().enumerate() {
         let digest = layer.blob.digest().clone();
         let file = layer.blob.open().map_err(|source| PullError::ReadLayer {
@@ -464,7 +474,10 @@ pub fn apply_layers(image: &PulledImage, applier: &mut LayerApplier, progress: &
         })?;
         let stats = applier
             .apply_blob(file)
-            .map_err(|source| PullError::Apply { digest: digest.clone(), source })?;
+            .map_err(|source| PullError::Apply {
+                digest: digest.clone(),
+                source,
+            })?;
         progress.log(&format!(
             "applied layer {}/{} {digest}: {} entries, {} bytes",
             i + 1,
@@ -472,6 +485,12 @@ pub fn apply_layers(image: &PulledImage, applier: &mut LayerApplier, progress: &
             stats.entries,
             stats.bytes
         ));
+        if stats.contained > 0 {
+            progress.log(&format!(
+                "warning: layer {digest} has {} entries named above the rootfs with `..`; kept inside the rootfs",
+                stats.contained
+            ));
+        }
     }
     Ok(())
 }
@@ -519,7 +538,11 @@ pub async fn pull(
     }
 
     let config_digest = parse_digest(&name, &manifest.config.digest)?;
-    let config_size = checked_size(&config_digest, manifest.config.size, options.max_config_bytes)?;
+    let config_size = checked_size(
+        &config_digest,
+        manifest.config.size,
+        options.max_config_bytes,
+    )?;
     let config_json = fetch_config(
         &client,
         reference,
@@ -536,19 +559,23 @@ pub async fn pull(
     })?;
     check_config_platform(&config, &options.platform, progress)?;
 
-    let pulled: Vec<PulledLayer> = futures::stream::iter(layers.into_iter().map(|(desc, digest, size)| {
-        let client = &client;
-        async move {
-            let blob = fetch_layer(client, reference, &desc, &digest, size, cache, options, progress).await?;
-            Ok::<_, PullError>(PulledLayer {
-                media_type: desc.media_type.clone(),
-                blob,
-            })
-        }
-    }))
-    .buffered(options.concurrent_downloads.max(1))
-    .try_collect()
-    .await?;
+    let pulled: Vec<PulledLayer> =
+        futures::stream::iter(layers.into_iter().map(|(desc, digest, size)| {
+            let client = &client;
+            async move {
+                let blob = fetch_layer(
+                    client, reference, &desc, &digest, size, cache, options, progress,
+                )
+                .await?;
+                Ok::<_, PullError>(PulledLayer {
+                    media_type: desc.media_type.clone(),
+                    blob,
+                })
+            }
+        }))
+        .buffered(options.concurrent_downloads.max(1))
+        .try_collect()
+        .await?;
 
     Ok(PulledImage {
         reference: name,
@@ -599,9 +626,11 @@ async fn fetch_image_manifest(
     let name = reference.whole();
     let name = name.as_str();
     let fetch = |r: Reference| async move {
-        retry(&options.retry, progress, "manifest request", || client.pull_manifest(&r, auth))
-            .await
-            .map_err(|(source, attempts)| manifest_error(name, source, attempts))
+        retry(&options.retry, progress, "manifest request", || {
+            client.pull_manifest(&r, auth)
+        })
+        .await
+        .map_err(|(source, attempts)| manifest_error(name, source, attempts))
     };
     let (manifest, digest) = fetch(reference.clone()).await?;
     let index = match manifest {
@@ -616,7 +645,11 @@ async fn fetch_image_manifest(
             available: available.join(", "),
         });
     };
-    progress.log(&format!("chose {} ({}) from the image index", entry.digest, platform::describe(entry)));
+    progress.log(&format!(
+        "chose {} ({}) from the image index",
+        entry.digest,
+        platform::describe(entry)
+    ));
     let entry_digest = entry.digest.clone();
     match fetch(reference.clone_with_digest(entry_digest.clone())).await? {
         (OciManifest::Image(m), d) => Ok((m, d, Some(digest))),
@@ -630,13 +663,17 @@ async fn fetch_image_manifest(
 fn manifest_error(reference: &str, source: OciDistributionError, attempts: u32) -> PullError {
     let reference = reference.to_owned();
     let codes: Vec<&OciErrorCode> = match &source {
-        OciDistributionError::RegistryError { envelope, .. } => envelope.errors.iter().map(|e| &e.code).collect(),
+        OciDistributionError::RegistryError { envelope, .. } => {
+            envelope.errors.iter().map(|e| &e.code).collect()
+        }
         _ => Vec::new(),
     };
-    let not_found = codes
-        .iter()
-        .any(|c| matches!(c, OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound))
-        || matches!(source, OciDistributionError::ServerError { code: 404, .. })
+    let not_found = codes.iter().any(|c| {
+        matches!(
+            c,
+            OciErrorCode::ManifestUnknown | OciErrorCode::NameUnknown | OciErrorCode::NotFound
+        )
+    }) || matches!(source, OciDistributionError::ServerError { code: 404, .. })
         || matches!(source, OciDistributionError::ImageManifestNotFoundError(_));
     let refused = codes
         .iter()
@@ -645,7 +682,10 @@ fn manifest_error(reference: &str, source: OciDistributionError, attempts: u32) 
             source,
             OciDistributionError::UnauthorizedError { .. }
                 | OciDistributionError::AuthenticationFailure(_)
-                | OciDistributionError::ServerError { code: 401 | 403, .. }
+                | OciDistributionError::ServerError {
+                    code: 401 | 403,
+                    ..
+                }
         );
     if not_found {
         PullError::NotFound { reference, source }
@@ -666,7 +706,9 @@ fn is_transient(e: &OciDistributionError) -> bool {
         OciDistributionError::RequestError(r) => {
             r.is_connect() || r.is_timeout() || r.is_request() || r.is_body() || r.is_decode()
         }
-        OciDistributionError::ServerError { code, .. } => *code >= 500 || *code == 429 || *code == 408,
+        OciDistributionError::ServerError { code, .. } => {
+            *code >= 500 || *code == 429 || *code == 408
+        }
         OciDistributionError::IoError(_) => true,
         _ => false,
     }
@@ -691,7 +733,12 @@ impl Transient for FetchError {
 
 /// Runs `op` until it succeeds, fails for good, or runs out of attempts; returns the last
 /// error with the number of attempts made.
-async fn retry<T, E, F, Fut>(policy: &RetryPolicy, progress: &dyn Progress, what: &str, mut op: F) -> std::result::Result<T, (E, u32)>
+async fn retry<T, E, F, Fut>(
+    policy: &RetryPolicy,
+    progress: &dyn Progress,
+    what: &str,
+    mut op: F,
+) -> std::result::Result<T, (E, u32)>
 where
     E: Transient + std::fmt::Display,
     F: FnMut() -> Fut,
@@ -704,7 +751,10 @@ where
         match op().await {
             Ok(v) => return Ok(v),
             Err(e) if attempt < attempts && e.is_transient() => {
-                progress.log(&format!("{what} failed ({e}); retry {attempt} of {} in {delay:?}", attempts - 1));
+                progress.log(&format!(
+                    "{what} failed ({e}); retry {attempt} of {} in {delay:?}",
+                    attempts - 1
+                ));
                 tokio::time::sleep(delay).await;
                 delay = delay.saturating_mul(2);
                 attempt += 1;
@@ -752,7 +802,10 @@ async fn fetch_config(
     progress: &dyn Progress,
 ) -> Result<Vec<u8>> {
     let attempt = || async move {
-        let mut stream = client.pull_blob_stream(reference, desc).await.map_err(FetchError::Registry)?;
+        let mut stream = client
+            .pull_blob_stream(reference, desc)
+            .await
+            .map_err(FetchError::Registry)?;
         let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
         let mut hasher = Hasher::new(digest.algorithm());
         while let Some(chunk) = stream.next().await {
@@ -789,12 +842,14 @@ async fn fetch_layer(
         digest: digest.clone(),
         source,
     };
-    if let Some(lease) = cache.lease(digest).map_err(cache_error)? {
-        if lease.size() == size {
-            progress.log(&format!("using cached layer {digest}"));
-            progress.blob_bytes(digest, size, size);
-            return Ok(lease);
-        }
+    // A cached blob of another size than the manifest says cannot be this layer; fetching
+    // it again then fails the size check with a clear error.
+    if let Some(lease) = cache.lease(digest).map_err(cache_error)?
+        && lease.size() == size
+    {
+        progress.log(&format!("using cached layer {digest}"));
+        progress.blob_bytes(digest, size, size);
+        return Ok(lease);
     }
     let attempt = || async move {
         let writer = cache.writer(digest, size).map_err(FetchError::Cache)?;
@@ -816,7 +871,10 @@ async fn download(
     mut writer: BlobWriter,
     progress: &dyn Progress,
 ) -> std::result::Result<BlobLease, FetchError> {
-    let mut stream = client.pull_blob_stream(reference, desc).await.map_err(FetchError::Registry)?;
+    let mut stream = client
+        .pull_blob_stream(reference, desc)
+        .await
+        .map_err(FetchError::Registry)?;
     let mut pending: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
     let mut received: u64 = 0;
     loop {
@@ -872,7 +930,8 @@ fn stream_error(e: io::Error) -> FetchError {
     let is_digest = e
         .get_ref()
         .is_some_and(|inner| inner.downcast_ref::<OciDigestError>().is_some())
-        || e.source().is_some_and(|s| s.downcast_ref::<OciDigestError>().is_some());
+        || e.source()
+            .is_some_and(|s| s.downcast_ref::<OciDigestError>().is_some());
     if is_digest {
         FetchError::Digest
     } else {
@@ -885,7 +944,9 @@ fn blob_error(digest: &Digest, e: FetchError, attempts: u32) -> PullError {
         FetchError::Digest => PullError::DigestMismatch {
             digest: digest.clone(),
         },
-        FetchError::Registry(source) if matches!(source, OciDistributionError::UnauthorizedError { .. }) => {
+        FetchError::Registry(source)
+            if matches!(source, OciDistributionError::UnauthorizedError { .. }) =>
+        {
             PullError::Unauthorized {
                 reference: digest.to_string(),
                 source,
@@ -901,9 +962,15 @@ fn blob_error(digest: &Digest, e: FetchError, attempts: u32) -> PullError {
 
 /// SingularityCE's `CheckImagePlatform`: a config that declares another platform fails the
 /// pull; one that declares none only earns a warning.
-fn check_config_platform(config: &ImageConfig, wanted: &Platform, progress: &dyn Progress) -> Result<()> {
+fn check_config_platform(
+    config: &ImageConfig,
+    wanted: &Platform,
+    progress: &dyn Progress,
+) -> Result<()> {
     let Some(arch) = config.architecture.as_deref().filter(|a| !a.is_empty()) else {
-        progress.log(&format!("warning: image declares no platform; assuming {wanted}"));
+        progress.log(&format!(
+            "warning: image declares no platform; assuming {wanted}"
+        ));
         return Ok(());
     };
     let os = config.os.as_deref().unwrap_or("linux");
@@ -934,13 +1001,28 @@ mod tests {
         assert_eq!(r.whole(), "docker.io/library/busybox:latest");
         assert_eq!(r.resolve_registry(), "index.docker.io");
         let r = docker_reference("127.0.0.1:5000/layers", None, None).unwrap();
-        assert_eq!((r.registry(), r.repository(), r.tag()), ("127.0.0.1:5000", "layers", Some("latest")));
-        assert!(docker_reference("UPPER/case", None, None).is_err());
+        assert_eq!(
+            (r.registry(), r.repository(), r.tag()),
+            ("127.0.0.1:5000", "layers", Some("latest"))
+        );
+        for bad in ["", "busy box", "library/Busybox", "busybox@sha256:zz"] {
+            let err = docker_reference(bad, None, None).unwrap_err();
+            assert!(
+                err.to_string().starts_with("invalid docker reference"),
+                "{bad:?}: {err}"
+            );
+        }
     }
 
     #[test]
     fn loopback_registries_are_recognised() {
-        for yes in ["localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "localhost"] {
+        for yes in [
+            "localhost:5000",
+            "127.0.0.1:5000",
+            "127.1.2.3",
+            "[::1]:5000",
+            "localhost",
+        ] {
             assert!(is_loopback(yes), "{yes}");
         }
         for no in ["registry.example:5000", "10.0.0.1:5000", "index.docker.io"] {
@@ -956,8 +1038,12 @@ mod tests {
             os: Some("linux".into()),
             ..ImageConfig::default()
         };
-        let err = check_config_platform(&c, &arm64, &crate::pipeline::progress::NoProgress).unwrap_err();
-        assert_eq!(err.to_string(), "image (linux/amd64) does not satisfy required platform (linux/arm64)");
+        let err =
+            check_config_platform(&c, &arm64, &crate::pipeline::progress::NoProgress).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "image (linux/amd64) does not satisfy required platform (linux/arm64)"
+        );
         c.architecture = Some("arm64".into());
         check_config_platform(&c, &arm64, &crate::pipeline::progress::NoProgress).unwrap();
         c.architecture = None;

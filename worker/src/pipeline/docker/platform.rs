@@ -41,7 +41,11 @@ impl Platform {
             "aarch64" => "arm64",
             other => other,
         };
-        let word = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+        let word = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        };
         if !word(name) || variant.is_some_and(|v| !word(v)) {
             return Err(bad());
         }
@@ -54,7 +58,11 @@ impl Platform {
     /// Whether an index entry's platform (or its absence) satisfies this one.
     pub fn matches(&self, entry: Option<&OciPlatform>) -> bool {
         let (os, arch, variant) = match entry {
-            Some(p) => (p.os.to_string(), p.architecture.to_string(), p.variant.clone()),
+            Some(p) => (
+                p.os.to_string(),
+                p.architecture.to_string(),
+                p.variant.clone(),
+            ),
             None => ("linux".to_owned(), "amd64".to_owned(), None),
         };
         self.matches_parts(&os, &arch, variant.as_deref())
@@ -112,8 +120,14 @@ mod tests {
 
     #[test]
     fn parses_arch_values() {
-        assert_eq!(Platform::from_arch("arm64").unwrap().to_string(), "linux/arm64");
-        assert_eq!(Platform::from_arch("linux/arm/v7").unwrap().to_string(), "linux/arm/v7");
+        assert_eq!(
+            Platform::from_arch("arm64").unwrap().to_string(),
+            "linux/arm64"
+        );
+        assert_eq!(
+            Platform::from_arch("linux/arm/v7").unwrap().to_string(),
+            "linux/arm/v7"
+        );
         assert_eq!(Platform::from_arch("x86_64").unwrap().architecture, "amd64");
         for bad in ["", "ARM64", "arm64/", "a b", "linux/arm/v7/x", "../x"] {
             assert!(Platform::from_arch(bad).is_err(), "{bad:?}");
@@ -123,11 +137,21 @@ mod tests {
     #[test]
     fn chooses_the_first_entry_matching_arch_and_variant() {
         let entries = vec![
-            entry(r#"{"mediaType":"m","digest":"sha256:a","size":1,"platform":{"os":"linux","architecture":"amd64"}}"#),
-            entry(r#"{"mediaType":"m","digest":"sha256:b","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v6"}}"#),
-            entry(r#"{"mediaType":"m","digest":"sha256:c","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v7"}}"#),
-            entry(r#"{"mediaType":"m","digest":"sha256:d","size":1,"platform":{"os":"linux","architecture":"arm64"}}"#),
-            entry(r#"{"mediaType":"m","digest":"sha256:e","size":1,"platform":{"os":"windows","architecture":"arm64"}}"#),
+            entry(
+                r#"{"mediaType":"m","digest":"sha256:a","size":1,"platform":{"os":"linux","architecture":"amd64"}}"#,
+            ),
+            entry(
+                r#"{"mediaType":"m","digest":"sha256:b","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v6"}}"#,
+            ),
+            entry(
+                r#"{"mediaType":"m","digest":"sha256:c","size":1,"platform":{"os":"linux","architecture":"arm","variant":"v7"}}"#,
+            ),
+            entry(
+                r#"{"mediaType":"m","digest":"sha256:d","size":1,"platform":{"os":"linux","architecture":"arm64"}}"#,
+            ),
+            entry(
+                r#"{"mediaType":"m","digest":"sha256:e","size":1,"platform":{"os":"windows","architecture":"arm64"}}"#,
+            ),
         ];
         let pick = |arch: &str| {
             Platform::from_arch(arch)
@@ -143,6 +167,9 @@ mod tests {
         assert_eq!(pick("ppc64le"), None);
         let bare = vec![entry(r#"{"mediaType":"m","digest":"sha256:z","size":1}"#)];
         let amd = Platform::from_arch("amd64").unwrap();
-        assert_eq!(amd.choose(&bare).map(|e| e.digest.as_str()), Some("sha256:z"));
+        assert_eq!(
+            amd.choose(&bare).map(|e| e.digest.as_str()),
+            Some("sha256:z")
+        );
     }
 }
