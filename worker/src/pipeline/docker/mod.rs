@@ -506,15 +506,19 @@ pub async fn pull(
     progress: &dyn Progress,
 ) -> Result<PulledImage> {
     let name = reference.whole();
-    let client = registry_client(reference, options)?;
+    let session = Session {
+        client: registry_client(reference, options)?,
+        reference,
+        options,
+        progress,
+    };
     let auth = match &options.credentials {
         Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
         None => RegistryAuth::Anonymous,
     };
     progress.log(&format!("pulling {name} for {}", options.platform));
 
-    let (manifest, manifest_digest, index_digest) =
-        fetch_image_manifest(&client, reference, &auth, options, progress).await?;
+    let (manifest, manifest_digest, index_digest) = fetch_image_manifest(&session, &auth).await?;
     if !CONFIG_MEDIA_TYPES.contains(&manifest.config.media_type.as_str()) {
         return Err(PullError::NotAnImage {
             reference: name,
@@ -532,46 +536,26 @@ pub async fn pull(
                 media_type: layer.media_type.clone(),
             });
         }
-        let digest = parse_digest(&name, &layer.digest)?;
-        let size = checked_size(&digest, layer.size, options.max_layer_bytes)?;
-        layers.push((safe_descriptor(layer), digest, size));
+        layers.push(BlobRef::new(&name, layer, options.max_layer_bytes)?);
     }
 
-    let config_digest = parse_digest(&name, &manifest.config.digest)?;
-    let config_size = checked_size(
-        &config_digest,
-        manifest.config.size,
-        options.max_config_bytes,
-    )?;
-    let config_json = fetch_config(
-        &client,
-        reference,
-        &safe_descriptor(&manifest.config),
-        &config_digest,
-        config_size,
-        options,
-        progress,
-    )
-    .await?;
+    let config_blob = BlobRef::new(&name, &manifest.config, options.max_config_bytes)?;
+    let config_json = fetch_config(&session, &config_blob).await?;
+    let config_digest = config_blob.digest;
     let config = ImageConfig::parse(&config_json).map_err(|source| PullError::Config {
         digest: config_digest.clone(),
         source,
     })?;
     check_config_platform(&config, &options.platform, progress)?;
 
+    let session = &session;
     let pulled: Vec<PulledLayer> =
-        futures::stream::iter(layers.into_iter().map(|(desc, digest, size)| {
-            let client = &client;
-            async move {
-                let blob = fetch_layer(
-                    client, reference, &desc, &digest, size, cache, options, progress,
-                )
-                .await?;
-                Ok::<_, PullError>(PulledLayer {
-                    media_type: desc.media_type.clone(),
-                    blob,
-                })
-            }
+        futures::stream::iter(layers.into_iter().map(|layer| async move {
+            let blob = fetch_layer(session, &layer, cache).await?;
+            Ok::<_, PullError>(PulledLayer {
+                media_type: layer.desc.media_type,
+                blob,
+            })
         }))
         .buffered(options.concurrent_downloads.max(1))
         .try_collect()
@@ -617,12 +601,15 @@ fn is_loopback(registry: &str) -> bool {
 
 /// Fetches the manifest, resolving an index to the entry for the requested platform.
 async fn fetch_image_manifest(
-    client: &Client,
-    reference: &Reference,
+    session: &Session<'_>,
     auth: &RegistryAuth,
-    options: &PullOptions,
-    progress: &dyn Progress,
 ) -> Result<(OciImageManifest, String, Option<String>)> {
+    let (client, reference, options, progress) = (
+        &session.client,
+        session.reference,
+        session.options,
+        session.progress,
+    );
     let name = reference.whole();
     let name = name.as_str();
     let fetch = |r: Reference| async move {
@@ -764,46 +751,60 @@ where
     }
 }
 
-fn parse_digest(reference: &str, digest: &str) -> Result<Digest> {
-    digest.parse().map_err(|source| PullError::BadDigest {
-        reference: reference.to_owned(),
-        source,
-    })
+/// What every request of one pull needs.
+struct Session<'a> {
+    client: Client,
+    reference: &'a Reference,
+    options: &'a PullOptions,
+    progress: &'a dyn Progress,
 }
 
-fn checked_size(digest: &Digest, size: i64, limit: u64) -> Result<u64> {
-    match u64::try_from(size) {
-        Ok(s) if s <= limit => Ok(s),
-        _ => Err(PullError::BlobTooLarge {
-            digest: digest.clone(),
+/// A blob to fetch, checked before any byte of it is accepted.
+struct BlobRef {
+    /// The descriptor without `urls`: oci-client would fetch from them when the registry
+    /// fails, letting a manifest point the worker at any address (SSRF).
+    desc: OciDescriptor,
+    /// The strictly parsed digest (it becomes a cache file name).
+    digest: Digest,
+    /// The announced size, within the bound.
+    size: u64,
+}
+
+impl BlobRef {
+    fn new(reference: &str, desc: &OciDescriptor, max_bytes: u64) -> Result<Self> {
+        let digest: Digest = desc.digest.parse().map_err(|source| PullError::BadDigest {
+            reference: reference.to_owned(),
+            source,
+        })?;
+        let size = match u64::try_from(desc.size) {
+            Ok(s) if s <= max_bytes => s,
+            _ => {
+                return Err(PullError::BlobTooLarge {
+                    digest,
+                    size: desc.size,
+                    limit: max_bytes,
+                });
+            }
+        };
+        Ok(Self {
+            desc: OciDescriptor {
+                urls: None,
+                ..desc.clone()
+            },
+            digest,
             size,
-            limit,
-        }),
-    }
-}
-
-/// The descriptor without `urls`: oci-client would fetch from them when the registry fails,
-/// letting a manifest point the worker at any address (SSRF).
-fn safe_descriptor(desc: &OciDescriptor) -> OciDescriptor {
-    OciDescriptor {
-        urls: None,
-        ..desc.clone()
+        })
     }
 }
 
 /// Fetches the config blob into memory (bounded by `size`) and verifies it.
-async fn fetch_config(
-    client: &Client,
-    reference: &Reference,
-    desc: &OciDescriptor,
-    digest: &Digest,
-    size: u64,
-    options: &PullOptions,
-    progress: &dyn Progress,
-) -> Result<Vec<u8>> {
+async fn fetch_config(session: &Session<'_>, blob: &BlobRef) -> Result<Vec<u8>> {
+    let BlobRef { desc, digest, size } = blob;
+    let size = *size;
     let attempt = || async move {
-        let mut stream = client
-            .pull_blob_stream(reference, desc)
+        let mut stream = session
+            .client
+            .pull_blob_stream(session.reference, desc)
             .await
             .map_err(FetchError::Registry)?;
         let mut out = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
@@ -821,23 +822,24 @@ async fn fetch_config(
         }
         Ok(out)
     };
-    retry(&options.retry, progress, "config download", attempt)
-        .await
-        .map_err(|(e, attempts)| blob_error(digest, e, attempts))
+    retry(
+        &session.options.retry,
+        session.progress,
+        "config download",
+        attempt,
+    )
+    .await
+    .map_err(|(e, attempts)| blob_error(digest, e, attempts))
 }
 
 /// Leases a cached layer, or downloads it into the cache.
-#[allow(clippy::too_many_arguments)]
 async fn fetch_layer(
-    client: &Client,
-    reference: &Reference,
-    desc: &OciDescriptor,
-    digest: &Digest,
-    size: u64,
+    session: &Session<'_>,
+    blob: &BlobRef,
     cache: &LayerCache,
-    options: &PullOptions,
-    progress: &dyn Progress,
 ) -> Result<BlobLease> {
+    let BlobRef { digest, size, .. } = blob;
+    let (size, progress) = (*size, session.progress);
     let cache_error = |source| PullError::Cache {
         digest: digest.clone(),
         source,
@@ -853,9 +855,9 @@ async fn fetch_layer(
     }
     let attempt = || async move {
         let writer = cache.writer(digest, size).map_err(FetchError::Cache)?;
-        download(client, reference, desc, digest, size, writer, progress).await
+        download(session, blob, writer).await
     };
-    retry(&options.retry, progress, "layer download", attempt)
+    retry(&session.options.retry, progress, "layer download", attempt)
         .await
         .map_err(|(e, attempts)| blob_error(digest, e, attempts))
 }
@@ -863,16 +865,13 @@ async fn fetch_layer(
 /// Streams one blob into a cache writer, handing the disk writes to blocking threads in
 /// [`WRITE_CHUNK`] pieces, and commits it.
 async fn download(
-    client: &Client,
-    reference: &Reference,
-    desc: &OciDescriptor,
-    digest: &Digest,
-    size: u64,
+    session: &Session<'_>,
+    blob: &BlobRef,
     mut writer: BlobWriter,
-    progress: &dyn Progress,
 ) -> std::result::Result<BlobLease, FetchError> {
-    let mut stream = client
-        .pull_blob_stream(reference, desc)
+    let mut stream = session
+        .client
+        .pull_blob_stream(session.reference, &blob.desc)
         .await
         .map_err(FetchError::Registry)?;
     let mut pending: Vec<u8> = Vec::with_capacity(WRITE_CHUNK);
@@ -881,14 +880,16 @@ async fn download(
         let chunk = stream.next().await.transpose().map_err(stream_error)?;
         if let Some(chunk) = &chunk {
             received += chunk.len() as u64;
-            if received > size {
+            if received > blob.size {
                 return Err(FetchError::Oversized);
             }
             pending.extend_from_slice(chunk);
         }
         if pending.len() >= WRITE_CHUNK || (chunk.is_none() && !pending.is_empty()) {
             (writer, pending) = write_blocking(writer, pending).await?;
-            progress.blob_bytes(digest, received, size);
+            session
+                .progress
+                .blob_bytes(&blob.digest, received, blob.size);
         }
         if chunk.is_none() {
             break;

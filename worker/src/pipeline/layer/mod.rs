@@ -57,6 +57,8 @@ use rootfs::{Missing, ResolveError, ResolvedDir, RootDir, is_type, stat_at};
 const OPAQUE_MARKER: &str = ".wh..wh..opq";
 /// Prefix of a whiteout file.
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
+/// Prefix of aufs metadata (`.wh..wh.plnk`, `.wh..wh.aufs`); the opaque marker shares it.
+const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 /// Allowance per entry for tar headers and padding when bounding the decompressed stream: a
 /// header block, a PAX record and padding, with room for long names (bytes).
 const STREAM_OVERHEAD_PER_ENTRY: u64 = 4096;
@@ -411,6 +413,13 @@ impl LayerApplier {
         let Some((leaf, parent)) = comps.split_last() else {
             return self.apply_root(kind, &info, pass);
         };
+        let is_aufs_meta =
+            |c: &OsString| c.as_bytes().starts_with(AUFS_META_PREFIX) && c != OPAQUE_MARKER;
+        if comps.iter().any(is_aufs_meta) {
+            // aufs bookkeeping (`.wh..wh.plnk/`, `.wh..wh.aufs`): not image content; Docker
+            // skips it too.
+            return Ok(());
+        }
         if leaf == OPAQUE_MARKER {
             pass.stats.whiteouts += 1;
             return self.opaque(parent, &info.name, pass);

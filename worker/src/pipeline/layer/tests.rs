@@ -196,6 +196,25 @@ fn whiteouts_remove_lower_entries_but_not_the_same_layer() {
 }
 
 #[test]
+fn aufs_metadata_is_not_extracted() {
+    let s = Scene::new();
+    let mut a = s.applier(OwnershipMode::Record);
+    let tar = Tar::default()
+        .file("keep", b"1", 0o644, (0, 0))
+        .dir(".wh..wh.plnk/", 0o700, (0, 0))
+        .file(".wh..wh.plnk/123.456", b"link store", 0o644, (0, 0))
+        .file("etc/.wh..wh.aufs", b"", 0o644, (0, 0))
+        .finish();
+    a.apply_tar(&tar[..]).unwrap();
+    let mut names: Vec<_> = fs::read_dir(s.root())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["keep"]);
+}
+
+#[test]
 fn opaque_marker_hides_lower_contents_wherever_it_sits() {
     for marker_first in [true, false] {
         let s = Scene::new();
