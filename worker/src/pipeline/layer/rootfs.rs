@@ -62,9 +62,13 @@ pub(super) enum Missing {
 #[derive(Debug)]
 pub(super) struct RootDir {
     fd: OwnedFd,
-    /// The last directory resolved. Archives list a directory's entries together, so this saves
-    /// most walks. Cleared on every removal, the only change that can alter what a path resolves to.
-    last: Option<(Vec<OsString>, Arc<ResolvedDir>)>,
+    /// The root as a walk's starting point.
+    top: Arc<ResolvedDir>,
+    /// The directories of the last walk up to its first symlink or `..`, keyed by name: there
+    /// logical and physical paths agree, so the next walk starts below the longest shared
+    /// prefix. Archives list a tree depth first, so most walks start one or two levels up.
+    /// Cleared on every removal, the only change that can alter what a path resolves to.
+    chain: Vec<(OsString, Arc<ResolvedDir>)>,
 }
 
 impl RootDir {
@@ -76,7 +80,15 @@ impl RootDir {
             OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
             Mode::empty(),
         )?;
-        Ok(Self { fd, last: None })
+        let top = Arc::new(ResolvedDir {
+            fd: openat(fd.as_fd(), ".", dir_path_flags(), Mode::empty())?,
+            physical: PathBuf::new(),
+        });
+        Ok(Self {
+            fd,
+            top,
+            chain: Vec::new(),
+        })
     }
 
     /// The root's own descriptor.
@@ -86,7 +98,7 @@ impl RootDir {
 
     /// Forgets the cached walk; call after anything was removed or replaced.
     pub fn invalidate(&mut self) {
-        self.last = None;
+        self.chain.clear();
     }
 
     /// Walks `logical` (normal components only) from the root. Physical paths of directories
@@ -97,28 +109,21 @@ impl RootDir {
         missing: Missing,
         created: &mut Vec<PathBuf>,
     ) -> Result<Option<Arc<ResolvedDir>>, ResolveError> {
-        if let Some((key, dir)) = &self.last
-            && key.as_slice() == logical
-        {
-            return Ok(Some(Arc::clone(dir)));
-        }
-        let Some(dir) = self.walk(logical, missing, created)? else {
-            return Ok(None);
+        let shared = self
+            .chain
+            .iter()
+            .zip(logical)
+            .take_while(|((name, _), l)| name == *l)
+            .count();
+        self.chain.truncate(shared);
+        let mut cur = match self.chain.last() {
+            Some((_, dir)) => Arc::clone(dir),
+            None => Arc::clone(&self.top),
         };
-        let dir = Arc::new(dir);
-        self.last = Some((logical.to_vec(), Arc::clone(&dir)));
-        Ok(Some(dir))
-    }
-
-    fn walk(
-        &self,
-        logical: &[OsString],
-        missing: Missing,
-        created: &mut Vec<PathBuf>,
-    ) -> Result<Option<ResolvedDir>, ResolveError> {
-        let mut pending: VecDeque<OsString> = logical.iter().cloned().collect();
-        let mut physical: Vec<OsString> = Vec::new();
-        let mut cur = self.open_physical(&physical)?;
+        let mut physical: Vec<OsString> = logical[..shared].to_vec();
+        let mut pending: VecDeque<OsString> = logical[shared..].iter().cloned().collect();
+        // Until a symlink or `..` is met, the logical path is the physical one.
+        let mut straight = true;
         let mut links = 0;
         while let Some(name) = pending.pop_front() {
             if name.is_empty() || name == "." {
@@ -126,26 +131,25 @@ impl RootDir {
             }
             if name == ".." {
                 // `..` at the root is the root, as in the kernel's own walk from `/`.
+                straight = false;
                 physical.pop();
                 cur = self.open_physical(&physical)?;
                 continue;
             }
-            match stat_at(cur.as_fd(), &name) {
-                Ok(Some(st)) if is_type(&st, SFlag::S_IFDIR) => {
-                    cur = open_dir(cur.as_fd(), name.as_os_str())?;
-                    physical.push(name);
-                }
+            match stat_at(cur.fd.as_fd(), &name) {
+                Ok(Some(st)) if is_type(&st, SFlag::S_IFDIR) => {}
                 Ok(Some(st)) if is_type(&st, SFlag::S_IFLNK) => {
+                    straight = false;
                     links += 1;
                     if links > MAX_SYMLINKS {
                         return Err(ResolveError::Loop);
                     }
-                    let target = readlinkat(cur.as_fd(), name.as_os_str())
+                    let target = readlinkat(cur.fd.as_fd(), name.as_os_str())
                         .map_err(|e| ResolveError::Sys("read symlink", e))?;
                     let target = Path::new(&target);
                     if target.is_absolute() {
                         physical.clear();
-                        cur = self.open_physical(&physical)?;
+                        cur = Arc::clone(&self.top);
                     }
                     for comp in target.components().rev() {
                         match comp {
@@ -154,6 +158,7 @@ impl RootDir {
                             Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
                         }
                     }
+                    continue;
                 }
                 Ok(Some(_)) => {
                     let mut path: PathBuf = physical.iter().collect();
@@ -163,35 +168,42 @@ impl RootDir {
                 Ok(None) if missing == Missing::Stop => return Ok(None),
                 Ok(None) => {
                     let mode = Mode::from_bits_truncate(0o755);
-                    mkdirat(cur.as_fd(), name.as_os_str(), mode)
+                    mkdirat(cur.fd.as_fd(), name.as_os_str(), mode)
                         .map_err(|e| ResolveError::Sys("create directory", e))?;
                     // mkdir applies the umask; the mode must not depend on the worker's. The
                     // directory was created just now by this process, so following is safe.
                     fchmodat(
-                        cur.as_fd(),
+                        cur.fd.as_fd(),
                         name.as_os_str(),
                         mode,
                         FchmodatFlags::FollowSymlink,
                     )
                     .map_err(|e| ResolveError::Sys("set mode of", e))?;
-                    cur = open_dir(cur.as_fd(), name.as_os_str())?;
-                    physical.push(name);
-                    created.push(physical.iter().collect());
+                    created.push(physical.iter().chain([&name]).collect());
                 }
                 Err(e) => return Err(ResolveError::Sys("inspect", e)),
             }
+            let fd = open_dir(cur.fd.as_fd(), &name)?;
+            physical.push(name.clone());
+            cur = Arc::new(ResolvedDir {
+                fd,
+                physical: physical.iter().collect(),
+            });
+            if straight {
+                self.chain.push((name, Arc::clone(&cur)));
+            }
         }
-        Ok(Some(ResolvedDir {
-            fd: cur,
-            physical: physical.iter().collect(),
-        }))
+        Ok(Some(cur))
     }
 
     /// Opens a physical directory path (no symlinks expected) one component at a time.
-    fn open_physical(&self, physical: &[OsString]) -> Result<OwnedFd, ResolveError> {
-        let mut cur = open_dir(self.fd.as_fd(), OsStr::new("."))?;
-        for name in physical {
-            cur = open_dir(cur.as_fd(), name.as_os_str())?;
+    fn open_physical(&self, physical: &[OsString]) -> Result<Arc<ResolvedDir>, ResolveError> {
+        let mut cur = Arc::clone(&self.top);
+        for (depth, name) in physical.iter().enumerate() {
+            cur = Arc::new(ResolvedDir {
+                fd: open_dir(cur.fd.as_fd(), name)?,
+                physical: physical[..=depth].iter().collect(),
+            });
         }
         Ok(cur)
     }
