@@ -322,10 +322,15 @@ impl LayerApplier {
     /// # Errors
     /// Any [`LayerError`]; the rootfs is then partly written and should be discarded.
     pub fn apply_blob(&mut self, blob: impl Read + Send) -> Result<LayerStats> {
-        let (compression, tar) = decompress(blob).map_err(LayerError::ReadArchive)?;
-        let mut stats = self.apply_tar(tar)?;
-        stats.compression = compression;
-        Ok(stats)
+        compression::with_decompressed(
+            blob,
+            |compression, tar| {
+                let mut stats = self.apply_tar(tar)?;
+                stats.compression = compression;
+                Ok(stats)
+            },
+            LayerError::ReadArchive,
+        )
     }
 
     /// Applies an uncompressed tar stream.
