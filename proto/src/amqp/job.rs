@@ -39,6 +39,11 @@ pub struct Job {
     pub working_dir: Option<String>,
     /// Wall-time limit of the whole build, in seconds; the worker kills the sandbox when it passes.
     pub timeout_seconds: u64,
+    /// Where the worker `PUT`s the finished SIF before it reports `finished`: a one-time
+    /// scheduler URL that authorizes itself (no token needed), answering 201. `None` from
+    /// schedulers that store results some other way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_url: Option<String>,
 }
 
 /// A build context stored by the scheduler (`POST /v1/build-context`).
@@ -93,6 +98,7 @@ impl Job {
             context: None,
             working_dir: None,
             timeout_seconds,
+            result_url: None,
         }
     }
 }

@@ -9,7 +9,9 @@
 mod build;
 mod discovery;
 mod envelope;
+mod upload;
 
 pub use build::{BuildContextRequest, BuildInfo, BuildRequest, VersionInfo};
 pub use discovery::{ServiceDocument, ServiceEntry};
 pub use envelope::{ErrorBody, Page, Response};
+pub use upload::StoredBlob;
