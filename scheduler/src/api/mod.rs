@@ -1,0 +1,122 @@
+//! The HTTP API, one module per area of the spec: `discovery` (build-api.md §2, §4.6), `auth`
+//! (§3), `build` (§4.1–4.3), `ws` (§4.4), `build_context` (§4.5) and `imagefile` (§5, until the
+//! library API lands). [`router`] builds the whole service from an [`AppState`]; tests call it
+//! with `tower::ServiceExt::oneshot`.
+
+mod auth;
+mod build;
+mod build_context;
+mod discovery;
+mod error;
+mod imagefile;
+mod ws;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::routing::{delete, get, post, put};
+use kiln_proto::amqp::Topology;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::clock::Clock;
+use crate::config::Limits;
+use crate::queue::Broker;
+use crate::store::Store;
+
+pub use build_context::remove_context_files;
+pub use error::{ApiError, AppJson};
+pub use ws::stream_log;
+
+/// Largest JSON body accepted, bytes: a definition of the parser's maximum size (1 MiB),
+/// base64-encoded, plus the other fields.
+pub const MAX_JSON_BODY_BYTES: usize = 2 * 1024 * 1024;
+
+/// What every handler shares; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// The database.
+    pub store: Store,
+    /// Publishes jobs and control messages.
+    pub broker: Arc<dyn Broker>,
+    /// The deployment's limits.
+    pub limits: Arc<Limits>,
+    /// The AMQP names in use.
+    pub topology: Arc<Topology>,
+    /// Base URL clients reach this service at, without trailing slash.
+    pub public_url: Arc<str>,
+    /// The data directory (contexts and results live below it).
+    pub data_dir: Arc<PathBuf>,
+    /// Tells the time.
+    pub clock: Arc<dyn Clock>,
+    /// Build ids whose log or state changed; log viewers wake on it.
+    pub changes: broadcast::Sender<String>,
+    /// Cancelled on shutdown: WebSockets close with 1001.
+    pub shutdown: CancellationToken,
+    /// Tracks WebSocket tasks, so shutdown waits for them.
+    pub tracker: TaskTracker,
+}
+
+impl AppState {
+    /// Where build contexts of `user_id` are kept.
+    pub fn contexts_dir(&self, user_id: i64) -> PathBuf {
+        self.data_dir.join("contexts").join(user_id.to_string())
+    }
+
+    /// Where build results are kept.
+    pub fn results_dir(&self) -> PathBuf {
+        self.data_dir.join("results")
+    }
+
+    /// Tells log viewers of build `id` to look again. Nobody listening is fine.
+    pub fn notify(&self, id: &str) {
+        let _ = self.changes.send(id.to_owned());
+    }
+}
+
+/// The whole HTTP service.
+pub fn router(state: AppState) -> Router {
+    let uploads = Router::new()
+        .route(
+            "/v1/build-context-upload/{token}",
+            put(build_context::upload),
+        )
+        .route(
+            "/v1/build-result/{id}/{token}",
+            put(imagefile::upload_result),
+        )
+        // Uploads stream to disk and count against their own limits.
+        .layer(DefaultBodyLimit::disable());
+    Router::new()
+        .route(
+            "/assets/config/config.prod.json",
+            get(discovery::service_document),
+        )
+        .route("/version", get(discovery::version))
+        .route("/v1/token-status", get(auth::token_status))
+        .route("/v1/rbac/users/current", get(auth::current_user))
+        .route("/v1/build", post(build::submit))
+        .route("/v1/build/{id}", get(build::status))
+        .route("/v1/build/{id}/_cancel", put(build::cancel))
+        .route("/v1/build-ws/{id}", get(ws::build_log))
+        .route("/v1/build-context", post(build_context::announce))
+        .route("/v1/build-context/{digest}", delete(build_context::remove))
+        .route(
+            "/v1/build-context-archive/{id}/{token}",
+            get(build_context::download),
+        )
+        .route("/v1/imagefile/{*reference}", get(imagefile::download))
+        .route("/v1/oci-redirect", get(imagefile::oci_redirect))
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
+        .merge(uploads)
+        .fallback(error::not_found)
+        .layer(middleware::map_response(error::log_internal_errors))
+        .with_state(state)
+}
+
+#[cfg(test)]
+pub(crate) mod tests;

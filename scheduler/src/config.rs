@@ -1,0 +1,212 @@
+//! The scheduler's configuration: one struct per subcommand, parsed once in `main` from flags,
+//! each mirrored by a `KILN_*` environment variable. Nothing below `main` reads the environment.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// `kiln-scheduler`: the remote build API, its log relay and its state.
+#[derive(Debug, Parser)]
+#[command(name = "kiln-scheduler", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the HTTP API and relay build events.
+    Serve(ServeConfig),
+    /// Manage users and tokens.
+    Admin(AdminConfig),
+}
+
+/// Where the state lives; shared by `serve` and `admin`.
+#[derive(Debug, Clone, Args)]
+pub struct StateConfig {
+    /// Data directory: the SQLite database (unless `--database` names another), build contexts
+    /// and build results.
+    #[arg(long, env = "KILN_DATA")]
+    pub data: PathBuf,
+    /// Database URL: `sqlite://PATH` or `postgres://USER@HOST/DB`. Default: `kiln.db` in the
+    /// data directory.
+    #[arg(long, env = "KILN_DATABASE")]
+    pub database: Option<String>,
+}
+
+impl StateConfig {
+    /// The database URL in effect.
+    pub fn database_url(&self) -> String {
+        self.database
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data.join("kiln.db").display()))
+    }
+}
+
+/// `kiln-scheduler serve`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    #[arg(long, env = "KILN_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// The state.
+    #[command(flatten)]
+    pub state: StateConfig,
+    /// AMQP broker URL (the virtual host percent-encoded, `%2f` for `/`).
+    #[arg(
+        long,
+        env = "KILN_AMQP",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
+    pub amqp: String,
+    /// Base URL clients reach this service at, without trailing slash; it goes into the
+    /// discovery document, `libraryURL` and the upload locations. Default: `http://` + the
+    /// listening address.
+    #[arg(long, env = "KILN_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Limits and timings.
+    #[command(flatten)]
+    pub limits: Limits,
+}
+
+/// The deployment's limits and timings.
+#[derive(Debug, Clone, Args)]
+pub struct Limits {
+    /// Go architecture names workers build for; submissions for others are refused.
+    #[arg(
+        long = "arch",
+        env = "KILN_ARCHES",
+        value_delimiter = ',',
+        default_value = "amd64"
+    )]
+    pub arches: Vec<String>,
+    /// Prefix of every exchange and queue name (keeps deployments sharing a broker apart).
+    #[arg(long, env = "KILN_AMQP_PREFIX", default_value = "")]
+    pub amqp_prefix: String,
+    /// Deliveries of one job before it is dead-lettered and its build marked failed.
+    #[arg(long, env = "KILN_DELIVERY_LIMIT", default_value_t = 3)]
+    pub delivery_limit: i64,
+    /// Wall-time limit of one build, seconds (a user's own setting overrides it).
+    #[arg(long, env = "KILN_BUILD_TIMEOUT", default_value_t = 3600)]
+    pub build_timeout_seconds: u64,
+    /// How long a job may wait in the queue before its build expires, seconds.
+    #[arg(long, env = "KILN_QUEUE_TTL", default_value_t = 86_400)]
+    pub queue_ttl_seconds: u64,
+    /// Builds one user may have queued or running at once (a user's own setting overrides it).
+    #[arg(long, env = "KILN_MAX_CONCURRENT_BUILDS", default_value_t = 4)]
+    pub max_concurrent_builds: u64,
+    /// Bytes of log kept per build; later output is dropped after a truncation line.
+    #[arg(long, env = "KILN_MAX_LOG_BYTES", default_value_t = 16 * 1024 * 1024)]
+    pub max_log_bytes: u64,
+    /// Largest build context archive accepted, bytes.
+    #[arg(long, env = "KILN_MAX_CONTEXT_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_context_bytes: u64,
+    /// Largest total size of the files in a build context once unpacked, bytes.
+    #[arg(long, env = "KILN_MAX_CONTEXT_UNPACKED_BYTES", default_value_t = 8 * 1024 * 1024 * 1024)]
+    pub max_context_unpacked_bytes: u64,
+    /// Largest build result (SIF) a worker may upload, bytes.
+    #[arg(long, env = "KILN_MAX_IMAGE_BYTES", default_value_t = 64 * 1024 * 1024 * 1024)]
+    pub max_image_bytes: u64,
+    /// Unused build contexts are deleted after this many seconds.
+    #[arg(long, env = "KILN_CONTEXT_TTL", default_value_t = 86_400)]
+    pub context_ttl_seconds: u64,
+    /// How often the sweeper looks for expired builds, timeouts and stale contexts, seconds.
+    #[arg(long, env = "KILN_SWEEP_INTERVAL", default_value_t = 30)]
+    pub sweep_interval_seconds: u64,
+    /// Seconds of drain on the first SIGTERM before open connections are cut.
+    #[arg(long, env = "KILN_SHUTDOWN_GRACE", default_value_t = 10)]
+    pub shutdown_grace_seconds: u64,
+}
+
+impl Limits {
+    /// The queue TTL as a duration.
+    pub fn queue_ttl(&self) -> Duration {
+        Duration::from_secs(self.queue_ttl_seconds)
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            arches: vec!["amd64".into()],
+            amqp_prefix: String::new(),
+            delivery_limit: 3,
+            build_timeout_seconds: 3600,
+            queue_ttl_seconds: 86_400,
+            max_concurrent_builds: 4,
+            max_log_bytes: 16 * 1024 * 1024,
+            max_context_bytes: 1024 * 1024 * 1024,
+            max_context_unpacked_bytes: 8 * 1024 * 1024 * 1024,
+            max_image_bytes: 64 * 1024 * 1024 * 1024,
+            context_ttl_seconds: 86_400,
+            sweep_interval_seconds: 30,
+            shutdown_grace_seconds: 10,
+        }
+    }
+}
+
+/// `kiln-scheduler admin`.
+#[derive(Debug, Clone, Args)]
+pub struct AdminConfig {
+    /// The state.
+    #[command(flatten)]
+    pub state: StateConfig,
+    /// What to change.
+    #[command(subcommand)]
+    pub command: AdminCommand,
+}
+
+/// Admin subcommands.
+#[derive(Debug, Clone, Subcommand)]
+pub enum AdminCommand {
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `admin user ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum UserCommand {
+    /// Add a user.
+    Add {
+        /// Login name (lowercase letters, digits, `-`, `_`, `.`; the library entity).
+        name: String,
+        /// May see and cancel every build.
+        #[arg(long)]
+        admin: bool,
+        /// This user's build timeout, seconds (default: the deployment's).
+        #[arg(long)]
+        build_timeout: Option<u64>,
+        /// This user's concurrent build limit (default: the deployment's).
+        #[arg(long)]
+        max_concurrent_builds: Option<u64>,
+    },
+    /// Change a user's limits (an omitted limit goes back to the deployment's default).
+    Set {
+        /// Login name.
+        name: String,
+        /// Build timeout, seconds.
+        #[arg(long)]
+        build_timeout: Option<u64>,
+        /// Concurrent build limit.
+        #[arg(long)]
+        max_concurrent_builds: Option<u64>,
+    },
+}
+
+/// `admin token ...`.
+#[derive(Debug, Clone, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token for a user and print it (only the token, once; it is stored hashed).
+    Create {
+        /// Login name.
+        name: String,
+    },
+}
