@@ -98,6 +98,7 @@ async fn connect_pg_admin() -> sqlx::PgConnection {
 /// A running scheduler with one user, and an AMQP channel for the test to act as a worker.
 struct Scheduler {
     base: String,
+    config: ServeConfig,
     token: String,
     topology: Topology,
     shutdown: CancellationToken,
@@ -159,30 +160,21 @@ impl Scheduler {
             prefix: limits.amqp_prefix.clone(),
             delivery_limit: limits.delivery_limit,
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address: SocketAddr = listener.local_addr().unwrap();
         let config = ServeConfig {
-            listen: address,
+            listen: "127.0.0.1:0".parse().unwrap(),
             state,
             amqp: amqp_url(),
             public_url: None,
             limits,
         };
-        let shutdown = CancellationToken::new();
-        let server = {
-            let shutdown = shutdown.clone();
-            tokio::spawn(async move {
-                kiln_scheduler::serve(config, listener, Arc::new(SystemClock), shutdown)
-                    .await
-                    .expect("scheduler runs");
-            })
-        };
+        let (base, shutdown, server) = spawn_server(config.clone()).await;
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
             .await
             .expect("connect to RabbitMQ");
         let channel = connection.create_channel().await.unwrap();
         let scheduler = Self {
-            base: format!("http://{address}"),
+            base,
+            config,
             token,
             topology,
             shutdown,
@@ -203,6 +195,14 @@ impl Scheduler {
         })
         .await;
         scheduler
+    }
+
+    /// Stops the server and starts a new one on the same state and broker (a new port).
+    async fn restart(&mut self) {
+        self.shutdown.cancel();
+        (&mut self.server).await.unwrap();
+        let (base, shutdown, server) = spawn_server(self.config.clone()).await;
+        (self.base, self.shutdown, self.server) = (base, shutdown, server);
     }
 
     /// `(messages, consumers)` of a queue, or `None` when it does not exist.
@@ -367,6 +367,24 @@ impl Scheduler {
     }
 }
 
+/// Starts `kiln_scheduler::serve` on a free port; returns its base URL, its shutdown token and
+/// its task.
+async fn spawn_server(mut config: ServeConfig) -> (String, CancellationToken, JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address: SocketAddr = listener.local_addr().unwrap();
+    config.listen = address;
+    let shutdown = CancellationToken::new();
+    let server = {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            kiln_scheduler::serve(config, listener, Arc::new(SystemClock), shutdown)
+                .await
+                .expect("scheduler runs");
+        })
+    };
+    (format!("http://{address}"), shutdown, server)
+}
+
 /// Polls `condition` every 50 ms for up to 20 s; panics naming what did not happen.
 async fn wait_for<F, Fut>(what: &str, mut condition: F)
 where
@@ -512,7 +530,7 @@ async fn jobs_reach_the_quorum_queue_and_bad_input_leaves_nothing(db: Db) {
 }
 
 async fn worker_events_drive_the_build_and_viewers_replay_then_close_1000(db: Db) {
-    let scheduler = Scheduler::start(db, Limits::default()).await;
+    let mut scheduler = Scheduler::start(db, Limits::default()).await;
     let (code, body) = scheduler.submit(DEFINITION).await;
     assert_eq!(code, 201, "{body}");
     let id = body["data"]["id"].as_str().unwrap().to_owned();
@@ -565,9 +583,14 @@ async fn worker_events_drive_the_build_and_viewers_replay_then_close_1000(db: Db
     assert_eq!(info["isComplete"], true);
     assert_eq!(info["imageSize"], 4096);
 
-    // A late viewer gets the same replay and the same close.
+    // A late viewer gets the same replay and the same close, also from a restarted scheduler.
     let mut late = scheduler.log_socket(&id).await;
     let (text, code) = read_until_close(&mut late).await;
+    assert_eq!(text, "line one\nline two\nline three\n");
+    assert_eq!(code, Some(CloseCode::Normal));
+    scheduler.restart().await;
+    let mut after_restart = scheduler.log_socket(&id).await;
+    let (text, code) = read_until_close(&mut after_restart).await;
     assert_eq!(text, "line one\nline two\nline three\n");
     assert_eq!(code, Some(CloseCode::Normal));
 
@@ -731,16 +754,34 @@ async fn cancel_publishes_a_control_message(db: Db) {
         )
         .await;
     assert_eq!(code, 204);
-    let got = wait_some("the cancel message", || async {
-        scheduler
-            .channel
-            .basic_get(listener.name().clone(), BasicGetOptions::default())
-            .await
-            .unwrap()
-    })
-    .await;
-    let control = Control::from_bytes(&got.delivery.data).unwrap();
-    assert_eq!(control, Control::cancel(&id));
+    let next_control = |what: &'static str| {
+        let (scheduler, queue) = (&scheduler, listener.name().clone());
+        async move {
+            let got = wait_some(what, || async {
+                scheduler
+                    .channel
+                    .basic_get(queue.clone(), BasicGetOptions::default())
+                    .await
+                    .unwrap()
+            })
+            .await;
+            Control::from_bytes(&got.delivery.data).unwrap()
+        }
+    };
+    assert_eq!(
+        next_control("the cancel message").await,
+        Control::cancel(&id)
+    );
+    // A worker that missed it and keeps reporting is told again, and its output is dropped.
+    let late_line = Event::Log(LogLine {
+        stream: LogStream::Stdout,
+        text: "still running".into(),
+    });
+    scheduler.publish(&id, 1, 1, late_line).await;
+    assert_eq!(
+        next_control("the second cancel message").await,
+        Control::cancel(&id)
+    );
     let (text, code) = read_until_close(&mut viewer).await;
     assert_eq!(text, "[kiln] build cancelled by alice\n");
     assert_eq!(code, Some(CloseCode::Normal));

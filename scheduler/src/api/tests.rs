@@ -492,6 +492,27 @@ async fn a_submission_is_recorded_queued_and_visible_to_its_owner_only() {
 }
 
 #[tokio::test]
+async fn a_users_own_limits_override_the_deployments() {
+    let h = harness(Limits::default()).await;
+    let limits = UserLimits {
+        build_timeout_seconds: Some(60),
+        max_concurrent_builds: Some(1),
+    };
+    h.state
+        .store
+        .set_user_limits("alice", limits)
+        .await
+        .unwrap();
+    h.submit_id().await;
+    assert_eq!(h.broker.jobs.lock().unwrap()[0].timeout_seconds, 60);
+    assert_error(
+        &h.submit(submission(DEFINITION)).await,
+        StatusCode::TOO_MANY_REQUESTS,
+        "1 builds queued or running",
+    );
+}
+
+#[tokio::test]
 async fn cancel_answers_204_ends_the_build_and_tells_the_workers() {
     let h = harness(Limits::default()).await;
     let id = h.submit_id().await;
@@ -694,6 +715,39 @@ async fn build_contexts_are_verified_deduplicated_and_handed_to_the_worker() {
         )
         .await;
     assert_error(&answer, StatusCode::NOT_FOUND, "not found");
+}
+
+#[tokio::test]
+async fn unused_build_contexts_are_collected_after_their_ttl() {
+    let h = harness(Limits {
+        context_ttl_seconds: 100,
+        ..Limits::default()
+    })
+    .await;
+    let bytes = archive(&[("a.txt", EntryType::Regular, b"a")]);
+    let body = json!({"size": bytes.len(), "digest": digest_of(&bytes)}).to_string();
+    let answer = h
+        .call(
+            Method::POST,
+            "/v1/build-context",
+            Some(&h.bearer()),
+            Body::from(body),
+        )
+        .await;
+    let location = answer.headers["location"].to_str().unwrap();
+    let path = location.trim_start_matches("http://kiln.test").to_owned();
+    let stored = h.call(Method::PUT, &path, None, Body::from(bytes)).await;
+    assert_eq!(stored.status, StatusCode::CREATED);
+    assert_eq!(walk(&h.state.data_dir).len(), 1);
+    crate::sweeper::sweep(&h.state).await.unwrap();
+    assert_eq!(
+        h.state.store.count_contexts().await.unwrap(),
+        1,
+        "still fresh"
+    );
+    h.clock.advance(100_001);
+    crate::sweeper::sweep(&h.state).await.unwrap();
+    h.assert_nothing_left().await;
 }
 
 #[tokio::test]
