@@ -624,3 +624,33 @@ fn gzip_layer(layer: Layer) -> Vec<u8> {
     let gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
     layer.write_tar(gz).unwrap().finish().unwrap()
 }
+
+/// The debootstrap base (`KILN_TEST_DEBIAN`, set by `tests/run.sh`): a real distribution with
+/// merged /usr, setuid binaries and a few thousand files.
+#[tokio::test]
+async fn debian_base_image_converts() {
+    let Ok(reference) = std::env::var(kiln_tests::registry::ENV_DEBIAN) else {
+        eprintln!("skipped: KILN_TEST_DEBIAN is not set (tests/run.sh sets it)");
+        return;
+    };
+    let env = Env::new();
+    let rootfs = env.rootfs("rootfs");
+    let (result, _) = run_record(&env, &reference, "amd64", &rootfs).await;
+    let boot = result.unwrap();
+    assert!(
+        std::fs::read_to_string(rootfs.join("etc/debian_version"))
+            .unwrap()
+            .starts_with("12.")
+    );
+    // Merged /usr: /bin is a symlink and entries under it resolved to usr/bin.
+    assert_eq!(
+        std::fs::read_link(rootfs.join("bin")).unwrap(),
+        Path::new("usr/bin")
+    );
+    assert!(rootfs.join("usr/bin/apt-get").is_file());
+    let su = boot
+        .records
+        .get(Path::new("usr/bin/su"))
+        .and_then(|r| r.meta);
+    assert_eq!(su.map(|m| (m.uid, m.mode & 0o4000)), Some((0, 0o4000)));
+}
