@@ -54,8 +54,18 @@ fn busybox_rootfs() -> Rootfs {
     for sub in ["bin", "etc", "root"] {
         std::fs::create_dir_all(path.join(sub)).unwrap();
     }
-    std::fs::copy("/bin/busybox", path.join("bin/busybox"))
-        .expect("copy /bin/busybox (Debian package busybox-static)");
+    // Copied by a child process: were this process to hold the copy open for writing, a fork
+    // by another test thread would inherit the descriptor, and running busybox in the sandbox
+    // could then fail with ETXTBSY until that child execs.
+    let status = Command::new("cp")
+        .arg("/bin/busybox")
+        .arg(path.join("bin/busybox"))
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "copy /bin/busybox (Debian package busybox-static)"
+    );
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     for applet in String::from_utf8(list.stdout).unwrap().lines() {
         if applet != "busybox" {
