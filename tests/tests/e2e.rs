@@ -4,4 +4,5 @@
 
 mod fixtures;
 mod helper;
+mod image;
 mod services;
