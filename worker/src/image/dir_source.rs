@@ -112,7 +112,7 @@ pub fn read_dir_tree(root: &Path, uids: &IdMap, gids: &IdMap) -> Result<Tree> {
             if md.is_dir() {
                 stack.push((path, id));
             }
-            tree.link(dir_id, name, id);
+            tree.link(dir_id, name, id)?;
         }
     }
     Ok(tree)

@@ -199,7 +199,7 @@ impl Applier<'_> {
                         target: String::from_utf8_lossy(&target_raw).into_owned(),
                     });
                 };
-                self.tree.link(parent, name.clone(), target);
+                self.tree.link(parent, name.clone(), target)?;
                 self.touched.insert((parent, name));
                 return Ok(());
             }
@@ -251,7 +251,7 @@ impl Applier<'_> {
             }
         };
         let id = self.tree.add(node);
-        self.tree.link(parent, name.clone(), id);
+        self.tree.link(parent, name.clone(), id)?;
         self.touched.insert((parent, name));
         Ok(())
     }
@@ -367,7 +367,7 @@ impl Applier<'_> {
                         meta: Meta::implicit_dir(),
                         kind: NodeKind::Dir(Default::default()),
                     });
-                    self.tree.link(cur, c.clone(), id);
+                    self.tree.link(cur, c.clone(), id)?;
                     self.touched.insert((cur, c));
                     path.push(id);
                 }

@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::image::{ImageError, Result};
+
 /// Index of a node in [`Tree::nodes`].
 pub type NodeId = usize;
 
@@ -173,11 +175,11 @@ impl Tree {
 
     /// Links `node` into directory `dir` as `name`, replacing whatever had that name.
     ///
-    /// # Panics
-    /// When `dir` is not a directory: callers resolve the parent first.
-    pub fn link(&mut self, dir: NodeId, name: Vec<u8>, node: NodeId) {
+    /// Errors with [`ImageError::NotADirectory`] when `dir` is not a directory.
+    pub fn link(&mut self, dir: NodeId, name: Vec<u8>, node: NodeId) -> Result<()> {
         self.entries_mut(dir)
-            .expect("parent resolved to a directory")
+            .ok_or(ImageError::NotADirectory(dir))?
             .insert(name, node);
+        Ok(())
     }
 }

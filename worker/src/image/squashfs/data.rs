@@ -184,31 +184,64 @@ impl DedupPlan {
         for f in files.iter().filter(|f| f.size > 0) {
             *same_size.entry(f.size).or_default() += 1;
         }
+        let candidates: Vec<usize> = (0..files.len())
+            .filter(|&i| files[i].size > 0 && same_size[&files[i].size] > 1)
+            .collect();
+        let hashes = hash_candidates(files, &candidates, opts.threads)?;
         let mut first: HashMap<(u64, u128), usize> = HashMap::new();
-        for (i, f) in files.iter().enumerate() {
-            if f.size == 0 || same_size[&f.size] < 2 {
-                continue;
-            }
-            let hash = match (f.hash, &f.content) {
-                (Some(h), _) => h,
-                (None, Content::Path(p)) => hash_path(p, f.size)?,
-                (None, Content::Bytes(b)) => xxhash_rust::xxh3::xxh3_128(b),
-                // A layer region without a hash cannot be hashed without a second pass over
-                // the layer: store it as is.
-                (None, Content::Layer { .. }) => continue,
-            };
-            match first.get(&(f.size, hash)) {
+        for (&i, hash) in candidates.iter().zip(hashes) {
+            // A layer region without a hash cannot be hashed without a second pass over the
+            // layer: it is stored as is.
+            let Some(hash) = hash else { continue };
+            let size = files[i].size;
+            match first.get(&(size, hash)) {
                 Some(&rep) => {
                     plan.rep_of[i] = Some(rep);
                     plan.followers[rep] += 1;
                 }
                 None => {
-                    first.insert((f.size, hash), i);
+                    first.insert((size, hash), i);
                 }
             }
         }
         Ok(plan)
     }
+}
+
+/// Hashes of `candidates` (positions in `files`), files on disk read by `threads` threads.
+fn hash_candidates(
+    files: &[FileItem],
+    candidates: &[usize],
+    threads: usize,
+) -> Result<Vec<Option<u128>>> {
+    let hash_one = |i: usize| -> Result<Option<u128>> {
+        let f = &files[i];
+        Ok(match (f.hash, &f.content) {
+            (Some(h), _) => Some(h),
+            (None, Content::Path(p)) => Some(hash_path(p, f.size)?),
+            (None, Content::Bytes(b)) => Some(xxhash_rust::xxh3::xxh3_128(b)),
+            (None, Content::Layer { .. }) => None,
+        })
+    };
+    let threads = threads.clamp(1, candidates.len().max(1));
+    let chunk = candidates.len().div_ceil(threads).max(1);
+    std::thread::scope(|scope| {
+        let workers: Vec<_> = candidates
+            .chunks(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter()
+                        .map(|&i| hash_one(i))
+                        .collect::<Result<Vec<_>>>()
+                })
+            })
+            .collect();
+        let mut out = Vec::with_capacity(candidates.len());
+        for w in workers {
+            out.extend(w.join().map_err(|_| ImageError::WorkerGone)??);
+        }
+        Ok(out)
+    })
 }
 
 fn hash_path(path: &Path, size: u64) -> Result<u128> {

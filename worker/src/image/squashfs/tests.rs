@@ -416,7 +416,7 @@ fn equal_hashes_never_alias_different_files() {
                 hash: Some(42),
             },
         });
-        tree.link(Tree::ROOT, name.as_bytes().to_vec(), id);
+        tree.link(Tree::ROOT, name.as_bytes().to_vec(), id).unwrap();
     }
     let img = tmp.path().join("img.sqfs");
     let summary = write_tree(&tree, &img, &SquashfsOptions::default());
