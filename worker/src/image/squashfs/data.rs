@@ -7,9 +7,12 @@
 //! - *compressors* (one per thread asked for) take blocks from a shared queue;
 //! - the *sink* puts results back in the reader's order and writes them to the image.
 //!
-//! The reader takes a credit before each item and the sink returns it once the item is on disk,
-//! so at most [`DataOptions::window`] blocks are in memory whatever the thread speeds: memory is
-//! bounded and the output is the same bytes for the same input, whatever the thread count.
+//! The reader takes a credit before queueing a block and the sink returns it once the block is
+//! on disk, so at most [`DataOptions::window`] blocks are in memory whatever the thread speeds,
+//! and the output is the same bytes for the same input, whatever the thread count. Markers
+//! ("file done", "duplicate of") need no credit: they are a few bytes each, and at most one per
+//! file packed into the fragment blocks in flight can wait in the sink. Only blocks make the
+//! reader wait, which matters on a loaded machine, where every wait costs a scheduler round trip.
 //!
 //! Duplicate detection: files with the same size and the same 128-bit xxh3 are candidates; a
 //! candidate is stored as a duplicate only after its bytes compared equal to the first file of
@@ -26,6 +29,7 @@ use xxhash_rust::xxh3::Xxh3;
 
 use super::codec::{Codec, new_compressor};
 use super::format::DATA_UNCOMPRESSED;
+use super::prefetch::Prefetch;
 use crate::image::blob::open_blob;
 use crate::image::tree::{Content, NodeId};
 use crate::image::{ImageError, Result};
@@ -52,7 +56,7 @@ pub struct DataOptions {
 impl DataOptions {
     /// Items in flight between reader and sink.
     fn window(&self) -> usize {
-        self.threads * 4 + 8
+        self.threads * 8 + 16
     }
 }
 
@@ -115,7 +119,12 @@ pub fn write_data(
         credit_tx.send(()).map_err(|_| ImageError::WorkerGone)?;
     }
 
+    let prefetch = Prefetch::new(&files, opts.block_size);
     std::thread::scope(|scope| {
+        let prefetch = &prefetch;
+        for _ in 0..opts.threads {
+            scope.spawn(move || prefetch.work());
+        }
         let mut compressors = Vec::new();
         for _ in 0..opts.threads {
             let item_tx = item_tx.clone();
@@ -137,8 +146,10 @@ pub fn write_data(
             retained: HashMap::new(),
             retained_bytes: 0,
             duplicates: 0,
+            prefetch,
         };
         let read_result = reader.run(&files, &plan);
+        prefetch.stop();
         let duplicates = reader.duplicates;
         // Closing the queues lets the compressors and then the sink finish.
         drop(reader);
@@ -278,6 +289,8 @@ enum JobKind {
 struct Sequenced {
     seq: u64,
     item: Item,
+    /// Whether the item took a credit (a compressed block), to be returned once written.
+    credited: bool,
 }
 
 enum Item {
@@ -308,6 +321,7 @@ fn compress_loop(jobs: &Mutex<Receiver<Job>>, items: Sender<Sequenced>, opts: &D
             let _ = items.send(Sequenced {
                 seq: u64::MAX,
                 item: Item::Failed(e),
+                credited: false,
             });
             return;
         }
@@ -333,6 +347,7 @@ fn compress_loop(jobs: &Mutex<Receiver<Job>>, items: Sender<Sequenced>, opts: &D
                 let _ = items.send(Sequenced {
                     seq: job.seq,
                     item: Item::Failed(e),
+                    credited: false,
                 });
                 return;
             }
@@ -342,7 +357,14 @@ fn compress_loop(jobs: &Mutex<Receiver<Job>>, items: Sender<Sequenced>, opts: &D
             JobKind::Block { file } => Item::Block { file, data, word },
             JobKind::Fragment => Item::Fragment { data, word },
         };
-        if items.send(Sequenced { seq: job.seq, item }).is_err() {
+        if items
+            .send(Sequenced {
+                seq: job.seq,
+                item,
+                credited: true,
+            })
+            .is_err()
+        {
             return;
         }
     }
@@ -371,18 +393,25 @@ fn sink_loop(
         fragments: Vec::new(),
         pos: start,
     };
-    let mut pending: BTreeMap<u64, Item> = BTreeMap::new();
+    let mut pending: BTreeMap<u64, (Item, bool)> = BTreeMap::new();
     let mut next = 0u64;
-    for Sequenced { seq, item } in items {
+    for Sequenced {
+        seq,
+        item,
+        credited,
+    } in items
+    {
         if let Item::Failed(e) = item {
             return Err(e);
         }
-        pending.insert(seq, item);
-        while let Some(item) = pending.remove(&next) {
+        pending.insert(seq, (item, credited));
+        while let Some((item, credited)) = pending.remove(&next) {
             state.apply(&mut w, item)?;
             next += 1;
-            // The reader may already be done and gone; then nobody needs the credit.
-            let _ = credits.send(());
+            if credited {
+                // The reader may already be done and gone; then nobody needs the credit.
+                let _ = credits.send(());
+            }
         }
     }
     w.flush().map_err(ImageError::WriteImage)?;
@@ -501,6 +530,8 @@ struct Reader<'a> {
     retained_bytes: u64,
     /// Files stored as duplicates so far.
     duplicates: u64,
+    /// Small files read ahead by other threads.
+    prefetch: &'a Prefetch<'a>,
 }
 
 fn describe(content: &Content) -> String {
@@ -539,6 +570,27 @@ fn read_full(r: &mut dyn Read, buf: &mut [u8], content: &Content) -> Result<()> 
     })
 }
 
+/// Reads exactly `len` bytes into a new buffer (without zero-filling it first).
+fn read_block(r: &mut dyn Read, len: usize, content: &Content) -> Result<Vec<u8>> {
+    let mut block = Vec::with_capacity(len);
+    r.take(len as u64)
+        .read_to_end(&mut block)
+        .map_err(|source| ImageError::ReadContent {
+            what: describe(content),
+            source,
+        })?;
+    if block.len() != len {
+        return Err(ImageError::ReadContent {
+            what: describe(content),
+            source: io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "file shrank while the image was written",
+            ),
+        });
+    }
+    Ok(block)
+}
+
 fn is_zero(block: &[u8]) -> bool {
     block
         .chunks(64)
@@ -549,6 +601,12 @@ impl Reader<'_> {
     fn run(&mut self, files: &[FileItem], plan: &DedupPlan) -> Result<()> {
         let mut followers = plan.followers.clone();
         for (i, f) in files.iter().enumerate() {
+            let own = if self.prefetch.is_eligible(f) {
+                Some(self.prefetch.take(i)?)
+            } else {
+                self.prefetch.advance(i);
+                None
+            };
             if f.size == 0 {
                 self.emit(Item::FileEnd {
                     file: i,
@@ -558,7 +616,7 @@ impl Reader<'_> {
                 continue;
             }
             if let Some(rep) = plan.rep_of[i] {
-                let is_dup = self.compare_or_write(i, f, rep, &files[rep])?;
+                let is_dup = self.compare_or_write(i, f, own, rep, &files[rep])?;
                 if is_dup {
                     self.duplicates += 1;
                 }
@@ -573,7 +631,9 @@ impl Reader<'_> {
             let retain = followers[i] > 0
                 && matches!(f.content, Content::Layer { .. })
                 && self.retained_bytes + f.size <= self.opts.dedup_memory_bytes;
-            if retain {
+            if let Some(bytes) = own {
+                self.write_bytes(i, &bytes, &f.content)?;
+            } else if retain {
                 let bytes = self.read_all(f)?;
                 self.write_bytes(i, &bytes, &f.content)?;
                 self.retained_bytes += f.size;
@@ -585,11 +645,13 @@ impl Reader<'_> {
         self.flush_fragment()
     }
 
-    /// Stores `f` as a duplicate of `rep` when their bytes are equal, else writes it.
+    /// Stores `f` as a duplicate of `rep` when their bytes are equal, else writes it. `own` is
+    /// `f`'s bytes when they were read ahead.
     fn compare_or_write(
         &mut self,
         i: usize,
         f: &FileItem,
+        own: Option<Vec<u8>>,
         rep: usize,
         rep_item: &FileItem,
     ) -> Result<bool> {
@@ -597,13 +659,25 @@ impl Reader<'_> {
         let rep_available =
             rep_bytes.is_some() || !matches!(rep_item.content, Content::Layer { .. });
         if !rep_available {
-            self.write_from_source(i, f)?;
+            match own {
+                Some(bytes) => self.write_bytes(i, &bytes, &f.content)?,
+                None => self.write_from_source(i, f)?,
+            }
             return Ok(false);
         }
         let mut rep_reader: Box<dyn Read + '_> = match &rep_bytes {
             Some(b) => Box::new(Cursor::new(&b[..])),
             None => open_local(&rep_item.content, rep_item.size)?,
         };
+        if let Some(bytes) = own {
+            let mut mine: &[u8] = &bytes;
+            if readers_equal(&mut mine, &mut rep_reader, f.size, &f.content)? {
+                self.emit(Item::Duplicate { file: i, of: rep })?;
+                return Ok(true);
+            }
+            self.write_bytes(i, &bytes, &f.content)?;
+            return Ok(false);
+        }
         match &f.content {
             Content::Layer { .. } => {
                 // The region can be read only once: keep it to write it if it differs.
@@ -690,8 +764,7 @@ impl Reader<'_> {
     ) -> Result<()> {
         let mut sparse_bytes = 0;
         for _ in 0..size / self.block_size {
-            let mut block = vec![0u8; self.block_size as usize];
-            read_full(r, &mut block, content)?;
+            let block = read_block(r, self.block_size as usize, content)?;
             if is_zero(&block) {
                 sparse_bytes += self.block_size;
                 self.emit(Item::Block {
@@ -709,8 +782,7 @@ impl Reader<'_> {
         } else if size > self.block_size {
             // Like mksquashfs (tail ends not packed): the end of a file of a block or more is
             // a short last block; only files smaller than a block share fragment blocks.
-            let mut block = vec![0u8; tail];
-            read_full(r, &mut block, content)?;
+            let block = read_block(r, tail, content)?;
             self.submit(JobKind::Block { file: i }, block)?;
             None
         } else {
@@ -744,23 +816,29 @@ impl Reader<'_> {
         self.submit(JobKind::Fragment, data)
     }
 
-    fn next_seq(&mut self) -> Result<u64> {
-        // Waits while the window is full; fails when the sink stopped (its error is reported).
-        self.credits.recv().map_err(|_| ImageError::WorkerGone)?;
+    fn next_seq(&mut self) -> u64 {
         let seq = self.seq;
         self.seq += 1;
-        Ok(seq)
+        seq
     }
 
+    /// Queues a marker for the sink (no credit needed).
     fn emit(&mut self, item: Item) -> Result<()> {
-        let seq = self.next_seq()?;
+        let seq = self.next_seq();
         self.items
-            .send(Sequenced { seq, item })
+            .send(Sequenced {
+                seq,
+                item,
+                credited: false,
+            })
             .map_err(|_| ImageError::WorkerGone)
     }
 
+    /// Queues a block for compression, waiting while the window is full; fails when the sink
+    /// stopped (its error is the one reported).
     fn submit(&mut self, kind: JobKind, data: Vec<u8>) -> Result<()> {
-        let seq = self.next_seq()?;
+        self.credits.recv().map_err(|_| ImageError::WorkerGone)?;
+        let seq = self.next_seq();
         self.jobs
             .send(Job { seq, kind, data })
             .map_err(|_| ImageError::WorkerGone)

@@ -15,6 +15,7 @@ pub mod codec;
 mod data;
 pub mod format;
 mod metadata;
+mod prefetch;
 mod tables;
 
 #[cfg(test)]
