@@ -19,6 +19,22 @@ enum Command {
     /// over the socket passed as stdin. Not for people.
     #[command(name = kiln_worker::sandbox::HELPER_SUBCOMMAND, hide = true)]
     SandboxInit,
+    /// Build a SIF image from a definition file, rootless.
+    Build {
+        #[command(flatten)]
+        args: cli::build::BuildArgsCli,
+        /// The user to become when started as root: the sandbox's root.
+        #[arg(long, default_value = "kiln-build")]
+        build_user: String,
+    },
+    /// Run an image's runscript in the sandbox, without singularity.
+    Run {
+        #[command(flatten)]
+        args: cli::build::RunArgs,
+        /// The user to become when started as root.
+        #[arg(long, default_value = "kiln-build")]
+        build_user: String,
+    },
     /// Inspect and assemble SIF images.
     Sif {
         #[command(subcommand)]
@@ -37,6 +53,16 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Sif { command } => cli::sif::run(command),
         Command::Squashfs(args) => cli::squashfs::run(args),
+        Command::Build { args, build_user } => {
+            cli::build::drop_root(&build_user)?;
+            let code = cli::build::run_build(args)?;
+            std::process::exit(code)
+        }
+        Command::Run { args, build_user } => {
+            cli::build::drop_root(&build_user)?;
+            let code = cli::build::run_image(args)?;
+            std::process::exit(code)
+        }
     }
 }
 
