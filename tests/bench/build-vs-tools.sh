@@ -20,7 +20,7 @@ work=$(mktemp -d /var/tmp/kiln-bench.XXXXXX)
 chmod 0777 "$work"
 registry_pid=
 cleanup() {
-    [ -n "$registry_pid" ] && kill "$registry_pid" 2>/dev/null && wait "$registry_pid" 2>/dev/null
+    if [ -n "$registry_pid" ]; then kill "$registry_pid" 2>/dev/null; wait "$registry_pid" 2>/dev/null || true; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -45,35 +45,36 @@ fi
 host=${ref%%/*}
 echo ">> image $ref"
 
-as_user=()
+as_user=
 if [ "$(id -u)" = 0 ]; then
-    as_user=(setpriv --reuid=kiln-build --regid=kiln-build --clear-groups --)
+    as_user="setpriv --reuid=kiln-build --regid=kiln-build --clear-groups --"
 fi
+export work worker host ref as_user
 
 printf 'Bootstrap: docker\nFrom: %s\n' "$ref" > "$work/bench.def"
 chmod 0644 "$work/bench.def"
 
 # measure NAME CMD...: runs CMD under /usr/bin/time -v; appends "wall_s rss_kib" to $work/NAME.
 measure() {
-    local name=$1; shift
-    /usr/bin/time -v -o "$work/time.txt" "$@" >"$work/out.txt" 2>&1 || {
+    local name=$1; shift  # $1: an exported function
+    /usr/bin/time -v -o "$work/time.txt" bash -c "$1" >"$work/out.txt" 2>&1 || {
         cat "$work/out.txt" >&2; exit 1; }
     local wall rss
     wall=$(awk -F': ' '/Elapsed \(wall clock\)/ {n=split($2,a,":"); s=0; for(i=1;i<=n;i++) s=s*60+a[i]; print s}' "$work/time.txt")
     rss=$(awk -F': ' '/Maximum resident set size/ {print $2}' "$work/time.txt")
-    echo "$wall $rss" >> "$work/$name"
+    echo "$wall $rss" >> "$work/$name.times"
     printf '%-8s run: %6.2f s  peak RSS %7.1f MiB\n' "$name" "$wall" "$(echo "$rss/1024" | bc -l)"
 }
 
 kiln_run() {
     local d=$work/kiln; rm -rf "$d"; mkdir -p "$d"; chmod 0777 "$d"
-    "${as_user[@]}" "$worker" build --insecure-registry "$host" --cache-dir "$d/cache" \
+    $as_user "$worker" build --insecure-registry "$host" --cache-dir "$d/cache" \
         --work-dir "$d/work" --comp gzip --level 9 -o "$d/out.sif" "$work/bench.def"
 }
 
 tools_run() {
     local d=$work/tools; rm -rf "$d"; mkdir -p "$d"; chmod 0777 "$d"
-    "${as_user[@]}" bash -c '
+    $as_user env HOME="$d" bash -c '
         set -euo pipefail
         d=$1; ref=$2
         skopeo copy -q --src-tls-verify=false "docker://$ref" "oci:$d/layout:img"
@@ -87,6 +88,8 @@ tools_run() {
     ' _ "$d" "$ref"
 }
 
+export -f kiln_run tools_run
+
 for i in $(seq "$runs"); do
     echo ">> round $i"
     measure kiln kiln_run
@@ -94,10 +97,10 @@ for i in $(seq "$runs"); do
 done
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
-kiln_wall=$(cut -d' ' -f1 "$work/kiln" | median)
-tools_wall=$(cut -d' ' -f1 "$work/tools" | median)
-kiln_rss=$(cut -d' ' -f2 "$work/kiln" | median)
-tools_rss=$(cut -d' ' -f2 "$work/tools" | median)
+kiln_wall=$(cut -d' ' -f1 "$work/kiln.times" | median)
+tools_wall=$(cut -d' ' -f1 "$work/tools.times" | median)
+kiln_rss=$(cut -d' ' -f2 "$work/kiln.times" | median)
+tools_rss=$(cut -d' ' -f2 "$work/tools.times" | median)
 echo
 printf 'median wall: kiln-worker %.2f s, skopeo+umoci+mksquashfs+siftool %.2f s, ratio %.2fx (goal >= 2)\n' \
     "$kiln_wall" "$tools_wall" "$(echo "$tools_wall/$kiln_wall" | bc -l)"
