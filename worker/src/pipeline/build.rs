@@ -221,14 +221,7 @@ async fn run_stage(
             message: format!("stage {} is not built yet", from + 1),
         })?;
         let src = Confined::open(&source_root.rootfs).map_err(io("open", &source_root.rootfs))?;
-        for (source, dest) in &files.entries {
-            if source.is_empty() {
-                reporter.log(
-                    LogStream::System,
-                    "WARNING: Attempt to copy file with no name, skipping.",
-                );
-                continue;
-            }
+        for (source, dest) in named_entries(&files.entries, reporter) {
             let pattern = PathBuf::from(source.trim_start_matches('/'));
             let matches = glob(&src, &pattern).map_err(|e| files_error(n, source, &e))?;
             if matches.is_empty() {
@@ -255,14 +248,7 @@ async fn run_stage(
     }
     for files in stage.files.iter().filter(|f| f.from_stage.is_none()) {
         reporter.state(BuildState::Running("files".into()));
-        for (source, dest) in &files.entries {
-            if source.is_empty() {
-                reporter.log(
-                    LogStream::System,
-                    "WARNING: Attempt to copy file with no name, skipping.",
-                );
-                continue;
-            }
+        for (source, dest) in named_entries(&files.entries, reporter) {
             copy_from_context(&root, context, &options.working_dir, source, dest, n)?;
         }
     }
@@ -714,4 +700,20 @@ pub fn extract_context(tar_path: &Path, dir: &Path) -> Result<(), BuildError> {
         }
     }
     Ok(())
+}
+
+/// The `%files` pairs that name a source; SingularityCE skips a nameless one with a warning.
+fn named_entries<'a>(
+    entries: &'a [(String, String)],
+    reporter: &'a BuildReporter,
+) -> impl Iterator<Item = &'a (String, String)> + 'a {
+    entries.iter().filter(move |(source, _)| {
+        if source.is_empty() {
+            reporter.log(
+                LogStream::System,
+                "WARNING: Attempt to copy file with no name, skipping.",
+            );
+        }
+        !source.is_empty()
+    })
 }
