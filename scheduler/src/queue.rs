@@ -16,13 +16,11 @@ use std::fmt;
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use kiln_proto::amqp::{Argument, Control, ExchangeKind, Job, Topology};
-use lapin::options::{
-    BasicPublishOptions, ConfirmSelectOptions, ExchangeDeclareOptions, QueueBindOptions,
-    QueueDeclareOptions,
-};
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
-use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
+use kiln_proto::amqp::declare::{connect, declare_topology};
+use kiln_proto::amqp::{Control, Job, Topology};
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::Mutex;
 
 /// How long one publish may keep retrying before the caller hears of the failure.
@@ -228,78 +226,4 @@ async fn open_channel(
         .confirm_select(ConfirmSelectOptions::default())
         .await?;
     Ok((connection, channel))
-}
-
-/// Opens a connection named `name` (shown by `rabbitmqctl list_connections`).
-pub async fn connect(url: &str, name: &str) -> Result<Connection, lapin::Error> {
-    Connection::connect(
-        url,
-        ConnectionProperties::default().with_connection_name(LongString::from(name)),
-    )
-    .await
-}
-
-/// Declares every exchange, the job queues of `arches`, the dead-jobs queue and the
-/// scheduler's events queue, with their bindings.
-///
-/// # Errors
-/// The broker refused a declaration (for example a queue that exists with other arguments).
-pub async fn declare_topology(
-    channel: &Channel,
-    topology: &Topology,
-    arches: &[String],
-) -> Result<(), lapin::Error> {
-    for exchange in topology.exchanges() {
-        let kind = match exchange.kind {
-            ExchangeKind::Direct => lapin::ExchangeKind::Direct,
-            ExchangeKind::Fanout => lapin::ExchangeKind::Fanout,
-            ExchangeKind::Topic => lapin::ExchangeKind::Topic,
-        };
-        channel
-            .exchange_declare(
-                exchange.name.as_str().into(),
-                kind,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..ExchangeDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-    }
-    let mut queues: Vec<_> = arches.iter().map(|arch| topology.job_queue(arch)).collect();
-    queues.push(topology.dead_jobs_queue());
-    queues.push(topology.events_queue());
-    for queue in queues {
-        let mut arguments = FieldTable::default();
-        for (key, value) in &queue.arguments {
-            let value = match value {
-                Argument::Str(text) => AMQPValue::LongString(text.as_str().into()),
-                Argument::Int(number) => AMQPValue::LongLongInt(*number),
-            };
-            arguments.insert(key.as_str().into(), value);
-        }
-        channel
-            .queue_declare(
-                queue.name.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..QueueDeclareOptions::default()
-                },
-                arguments,
-            )
-            .await?;
-        for (exchange, routing_key) in &queue.bindings {
-            channel
-                .queue_bind(
-                    queue.name.as_str().into(),
-                    exchange.as_str().into(),
-                    routing_key.as_str().into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
-    }
-    Ok(())
 }

@@ -21,6 +21,7 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use futures::StreamExt;
+use kiln_proto::amqp::declare::{connect, declare_topology};
 use kiln_proto::amqp::{Control, Event, EventMessage, Job, Topology};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
@@ -30,7 +31,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::api::AppState;
 use crate::finish::{expired_reason, finish_build, finish_build_fatally};
-use crate::queue::{connect, declare_topology};
 use crate::secrets::is_build_id;
 use crate::store::{FinalState, LogAppend, StoreError};
 

@@ -17,6 +17,8 @@
 //! version is checked in under `proto/tests/samples/` and must keep parsing.
 
 mod control;
+#[cfg(feature = "lapin")]
+pub mod declare;
 mod event;
 mod job;
 mod topology;
