@@ -98,6 +98,17 @@ pub struct BuildInfo {
         skip_serializing_if = "Option::is_none"
     )]
     pub complete_time: Option<String>,
+    /// Kiln's own detail, ignored by stock clients: `queued`, `running`, `succeeded`, `failed`,
+    /// `cancelled`, `timed_out` or `expired`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    /// Kiln's own detail: why a build did not succeed.
+    #[serde(
+        rename = "failureReason",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub failure_reason: Option<String>,
 }
 
 /// `POST /v1/build-context`: the announcement of a build context upload (build-api.md §4.5).
@@ -161,6 +172,8 @@ mod tests {
             submit_time: "2024-05-01T12:00:00Z".into(),
             start_time: None,
             complete_time: None,
+            state: None,
+            failure_reason: None,
         };
         assert_eq!(
             serde_json::to_string(&info).unwrap(),

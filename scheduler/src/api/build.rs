@@ -221,5 +221,7 @@ pub(super) fn build_info(state: &AppState, row: &BuildRow) -> BuildInfo {
         submit_time: rfc3339(row.submit_ms),
         start_time: row.start_ms.map(rfc3339),
         complete_time: row.complete_ms.map(rfc3339),
+        state: Some(row.state.as_str().to_owned()),
+        failure_reason: row.failure_reason.clone(),
     }
 }
