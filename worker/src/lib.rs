@@ -9,6 +9,7 @@
 //! - `metadata`: what a build writes into `/.singularity.d` and the SIF's JSON objects;
 //! - `events`: the structured build events (log lines, progress, status) the consumer publishes.
 
+pub mod consumer;
 pub mod events;
 pub mod image;
 pub mod metadata;

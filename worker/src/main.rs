@@ -35,6 +35,14 @@ enum Command {
         #[arg(long, default_value = "kiln-build")]
         build_user: String,
     },
+    /// Take build jobs from the broker and run them: the fleet's worker process.
+    Serve {
+        #[command(flatten)]
+        args: cli::serve::ServeArgs,
+        /// The user to become when started as root: the sandbox's root.
+        #[arg(long, default_value = "kiln-build")]
+        build_user: String,
+    },
     /// Inspect and assemble SIF images.
     Sif {
         #[command(subcommand)]
@@ -58,6 +66,10 @@ fn main() -> anyhow::Result<()> {
             let code = cli::build::run_build(args)?;
             std::process::exit(code)
         }
+        Command::Serve { args, build_user } => {
+            cli::build::drop_root(&build_user)?;
+            cli::serve::run_serve(args)
+        }
         Command::Run { args, build_user } => {
             cli::build::drop_root(&build_user)?;
             let code = cli::build::run_image(args)?;
@@ -74,5 +86,7 @@ fn init_tracing() {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only for people: logs that go to files and journald stay plain.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

@@ -64,7 +64,7 @@ pub struct BuildArgsCli {
 }
 
 /// The Go name of this machine's architecture.
-const fn default_arch() -> &'static str {
+pub const fn default_arch() -> &'static str {
     if cfg!(target_arch = "x86_64") {
         "amd64"
     } else if cfg!(target_arch = "aarch64") {
@@ -172,17 +172,7 @@ fn build_inner(args: &BuildArgsCli, reporter: &BuildReporter) -> Result<(), Buil
             .map_err(|e| BuildError::Definition(format!("--build-arg: {e}")))?;
         build_args.insert(key, value);
     }
-    let codec = match args.comp.as_str() {
-        "gzip" => Codec::Gzip,
-        "xz" => Codec::Xz,
-        "lz4" => Codec::Lz4,
-        "zstd" => Codec::Zstd,
-        other => {
-            return Err(BuildError::Refused(format!(
-                "unknown compressor {other:?} (expected gzip, xz, lz4 or zstd)"
-            )));
-        }
-    };
+    let codec = parse_codec(&args.comp)?;
     let temp = match &args.work_dir {
         Some(_) => None,
         None => Some(
@@ -242,6 +232,22 @@ fn build_inner(args: &BuildArgsCli, reporter: &BuildReporter) -> Result<(), Buil
     finished.library_ref = args.output.display().to_string();
     reporter.finished(finished);
     Ok(())
+}
+
+/// The SquashFS codec named `name`.
+///
+/// # Errors
+/// [`BuildError::Refused`] for an unknown name.
+pub fn parse_codec(name: &str) -> Result<Codec, BuildError> {
+    match name {
+        "gzip" => Ok(Codec::Gzip),
+        "xz" => Ok(Codec::Xz),
+        "lz4" => Ok(Codec::Lz4),
+        "zstd" => Ok(Codec::Zstd),
+        other => Err(BuildError::Refused(format!(
+            "unknown compressor {other:?} (expected gzip, xz, lz4 or zstd)"
+        ))),
+    }
 }
 
 /// Runs `kiln-worker run`: unpacks the image's SquashFS into a temporary directory and runs

@@ -2,5 +2,6 @@
 //! the library stays free of `anyhow` and of printing.
 
 pub mod build;
+pub mod serve;
 pub mod sif;
 pub mod squashfs;
