@@ -6,8 +6,11 @@
 //! - [`registry`]: the registries holding them, and the environment contract with
 //!   `./tests/run.sh`.
 //! - [`rabbitmq`]: a private vhost per test on the shared broker.
+//! - [`cluster`]: a whole Kiln (scheduler, worker processes, broker vhost) and a stock-like
+//!   client for end-to-end tests.
 //! - [`net`]: free ports and readiness probes; [`command`]: running the judges (skopeo, umoci…).
 
+pub mod cluster;
 pub mod command;
 pub mod error;
 pub mod fixtures;

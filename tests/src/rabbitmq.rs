@@ -67,3 +67,114 @@ impl Drop for TestVhost {
         }
     }
 }
+
+/// A RabbitMQ node of its own, on free ports, with its data in a temporary directory: for tests
+/// that stop and start the broker or change its settings, which must never touch the shared
+/// node. Stopped and removed when dropped.
+#[derive(Debug)]
+pub struct PrivateNode {
+    name: String,
+    port: u16,
+    dist_port: u16,
+    dir: tempfile::TempDir,
+}
+
+/// How long a node may take to open its port (about 10–25 s here).
+const NODE_START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
+
+impl PrivateNode {
+    /// Starts a node named `kiln-test-<random>@localhost` with `extra_config` lines added to its
+    /// `rabbitmq.conf` (for example `consumer_timeout = 5000`), and waits for its AMQP port.
+    ///
+    /// Errors: `rabbitmq-server` is missing or the node does not come up.
+    pub fn start(extra_config: &[&str]) -> Result<PrivateNode> {
+        let name = format!("{}@localhost", unique_name("kiln-test")?);
+        let port = crate::net::free_port()?;
+        let dist_port = crate::net::free_port()?;
+        let dir = tempfile::Builder::new()
+            .prefix("kiln-rabbitmq-")
+            .tempdir()
+            .map_err(crate::error::io_error("create", "a temp dir"))?;
+        let mut config = format!("listeners.tcp.default = 127.0.0.1:{port}\n");
+        for line in extra_config {
+            config.push_str(line);
+            config.push('\n');
+        }
+        let write = |file: &str, text: &str| {
+            let path = dir.path().join(file);
+            std::fs::write(&path, text).map_err(crate::error::io_error("write", &path))
+        };
+        write("rabbitmq.conf", &config)?;
+        write("enabled_plugins", "[].\n")?;
+        // The Debian wrapper runs the node as the rabbitmq user.
+        let _ = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(dir.path())
+            .status();
+        let node = PrivateNode {
+            name,
+            port,
+            dist_port,
+            dir,
+        };
+        node.start_again()?;
+        Ok(node)
+    }
+
+    /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// The node's name, for `rabbitmqctl -n`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Starts the node (again, after [`PrivateNode::stop`]) on the same data and waits for it.
+    ///
+    /// Errors: the start command fails or the port does not open in time.
+    pub fn start_again(&self) -> Result<()> {
+        let dir = self.dir.path();
+        let mut command = Command::new("rabbitmq-server");
+        command
+            .arg("-detached")
+            .env("RABBITMQ_NODENAME", &self.name)
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"));
+        command::run(&mut command)?;
+        let addr = format!("127.0.0.1:{}", self.port);
+        let deadline = std::time::Instant::now() + NODE_START_DEADLINE;
+        while std::net::TcpStream::connect(&addr).is_err() {
+            if std::time::Instant::now() > deadline {
+                return Err(crate::SupportError::Environment {
+                    name: "RABBITMQ_NODENAME",
+                    reason: "the private RabbitMQ node did not open its port in time",
+                });
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        Ok(())
+    }
+
+    /// Stops the node (its data stays for [`PrivateNode::start_again`]).
+    ///
+    /// Errors: `rabbitmqctl stop` fails.
+    pub fn stop(&self) -> Result<()> {
+        command::run(Command::new("rabbitmqctl").args(["-q", "-n", &self.name, "stop"]))?;
+        Ok(())
+    }
+}
+
+impl Drop for PrivateNode {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-q", "-n", &self.name, "stop"])
+            .output();
+    }
+}

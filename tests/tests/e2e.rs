@@ -5,4 +5,5 @@
 mod fixtures;
 mod helper;
 mod image;
+mod remote;
 mod services;

@@ -1,0 +1,222 @@
+//! Remote builds end to end: the scheduler, two `kiln-worker serve` processes, RabbitMQ (a
+//! private vhost, or a private node for the broker restart), the fixture registry, and a client
+//! that speaks like the stock `singularity build --remote` (kiln_tests::cluster). siftool judges
+//! the images.
+
+mod failures;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use kiln_tests::cluster::{Cluster, ClusterOptions, Db, write_public};
+use kiln_tests::fixtures::Fixture;
+use kiln_tests::registry::TestRegistry;
+use serde_json::Value;
+
+const BUILD_TIMEOUT: Duration = Duration::from_secs(240);
+
+pub(crate) fn registry() -> TestRegistry {
+    TestRegistry::plain().expect("no registry with the fixtures")
+}
+
+pub(crate) async fn cluster(db: Db, registry: &TestRegistry) -> Cluster {
+    Cluster::start(ClusterOptions {
+        db,
+        insecure_registries: vec![registry.addr().to_owned()],
+        ..ClusterOptions::default()
+    })
+    .await
+}
+
+/// A busybox definition whose `%post` runs `post`.
+pub(crate) fn busybox_definition(registry: &TestRegistry, post: &str) -> String {
+    format!(
+        "Bootstrap: docker\nFrom: {}\n\n%post\n{post}\n",
+        registry.reference(Fixture::Busybox)
+    )
+}
+
+/// `siftool list` of the image bytes, written to a scratch file; panics when siftool rejects it.
+pub(crate) fn siftool_list(scratch: &Path, image: &[u8]) -> String {
+    let path = scratch.join("downloaded.sif");
+    std::fs::write(&path, image).unwrap();
+    let output = Command::new("siftool")
+        .arg("list")
+        .arg(&path)
+        .output()
+        .expect("run siftool (package siftool)");
+    assert!(
+        output.status.success(),
+        "siftool rejected the image: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
+async fn stock_client_sequence(db: Db) {
+    let registry = registry();
+    let cluster = cluster(db, &registry).await;
+    let project = cluster.scratch().join("home/alice/proj");
+    std::fs::create_dir_all(&project).unwrap();
+    write_public(&project.join("data.txt"), b"context file content\n");
+    let definition = format!(
+        "Bootstrap: docker\nFrom: {}\n\n%files\n    data.txt /opt/data.txt\n\n%post\n    \
+         echo \"post says: $(cat /opt/data.txt)\"\n    echo built > /opt/marker\n\n\
+         %runscript\n    cat /opt/marker\n",
+        registry.reference(Fixture::Busybox)
+    );
+    let submitted = cluster
+        .submit(&definition, Some((&project, &["data.txt"])), "")
+        .await;
+    let (status, body) = (submitted.status, submitted.body);
+    assert_eq!(status, 201, "{body}");
+    let info = &body["data"];
+    let id = info["id"].as_str().unwrap().to_owned();
+    assert_eq!(id.len(), 24);
+    let library_ref = info["libraryRef"].as_str().unwrap().to_owned();
+
+    // Step 6: the log stream, until close 1000.
+    let seen = cluster
+        .open_log(&id)
+        .await
+        .read_to_close(BUILD_TIMEOUT)
+        .await;
+    assert_eq!(
+        seen.close_code,
+        Some(1000),
+        "log:\n{}\n{}",
+        seen.text,
+        cluster.worker_logs()
+    );
+    assert!(
+        seen.text.contains("post says: context file content"),
+        "log:\n{}\nstatus: {}\n{}",
+        seen.text,
+        cluster.status(&id).await,
+        cluster.worker_logs()
+    );
+
+    // Step 7: one status call, complete with a size.
+    let status = cluster.status(&id).await;
+    assert_eq!(status["isComplete"], Value::Bool(true), "{status}");
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let size = status["imageSize"].as_u64().expect("imageSize");
+    assert!(size > 0);
+
+    // Step 8: the context is deleted after success.
+    let digest = submitted.context_digest.expect("a context was uploaded");
+    let deleted = cluster
+        .request(
+            reqwest::Method::DELETE,
+            &format!("/v1/build-context/{digest}"),
+        )
+        .send()
+        .await
+        .unwrap();
+    let deleted_status = deleted.status();
+    assert!(
+        deleted_status.is_success(),
+        "{deleted_status} {}",
+        deleted.text().await.unwrap_or_default()
+    );
+
+    // Steps 9–11: the download, judged by siftool and by its checksum.
+    let image = cluster.download(&library_ref).await;
+    assert_eq!(image.len() as u64, size);
+    assert_eq!(
+        status["imageChecksum"].as_str(),
+        Some(format!("sha256.{}", sha256_hex(&image)).as_str())
+    );
+    let listing = siftool_list(cluster.scratch(), &image);
+    assert!(listing.contains("FS"), "{listing}");
+    assert!(listing.contains("Squashfs"), "{listing}");
+
+    // A viewer that comes after the end gets the whole log, then 1000.
+    let late = cluster
+        .open_log(&id)
+        .await
+        .read_to_close(Duration::from_secs(10))
+        .await;
+    assert_eq!(late.close_code, Some(1000));
+    assert_eq!(late.text, seen.text);
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stock_client_sequence_builds_with_files_and_post_sqlite() {
+    stock_client_sequence(Db::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn stock_client_sequence_builds_with_files_and_post_postgres() {
+    stock_client_sequence(Db::Postgres).await;
+}
+
+/// Processes of the build user running `needle`, from /proc (the sandbox's children show up
+/// there under their host pids).
+pub(crate) fn processes_running(needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if cmdline.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn cancel_during_post_stops_the_build_within_two_seconds() {
+    let registry = registry();
+    let cluster = cluster(Db::Sqlite, &registry).await;
+    let marker = "sleep 6011";
+    let definition = busybox_definition(&registry, &format!("    echo started\n    {marker}"));
+    let id = cluster.submit_ok(&definition).await;
+    let mut log = cluster.open_log(&id).await;
+    assert!(
+        log.read_until("started", BUILD_TIMEOUT).await,
+        "{}",
+        cluster.worker_logs()
+    );
+    assert!(!processes_running(marker).is_empty(), "the %post runs");
+    let cancelled_at = Instant::now();
+    let response = cluster
+        .request(reqwest::Method::PUT, &format!("/v1/build/{id}/_cancel"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 204);
+    while !processes_running(marker).is_empty() {
+        assert!(
+            cancelled_at.elapsed() < Duration::from_secs(2),
+            "the %post still runs 2 s after the cancel\n{}",
+            cluster.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let stopped_after = cancelled_at.elapsed();
+    let status = cluster.wait_complete(&id, Duration::from_secs(10)).await;
+    assert_eq!(status["state"], "cancelled", "{status}");
+    let seen = log.read_to_close(Duration::from_secs(10)).await;
+    assert_eq!(seen.close_code, Some(1000));
+    eprintln!("the sandbox was gone {stopped_after:?} after the cancel request");
+    // The worker settles the job and takes the next one.
+    let next = cluster
+        .submit_ok(&busybox_definition(&registry, "    echo next"))
+        .await;
+    let status = cluster.wait_complete(&next, BUILD_TIMEOUT).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+    cluster.stop().await;
+}
