@@ -180,12 +180,10 @@ pub fn worker_exe() -> PathBuf {
     exe
 }
 
-/// A running Kiln.
+/// A running Kiln; it derefs to a [`Client`] for `alice`.
 pub struct Cluster {
-    /// `http://127.0.0.1:<port>` of the scheduler.
-    pub base: String,
-    /// `alice`'s API token.
-    pub token: String,
+    /// `alice`'s client.
+    pub client: Client,
     /// The broker URL (with the vhost).
     pub amqp_url: String,
     /// The workers, in start order.
@@ -196,7 +194,6 @@ pub struct Cluster {
     server: Option<JoinHandle<()>>,
     dir: tempfile::TempDir,
     next_worker: usize,
-    http: reqwest::Client,
     pg: Option<PgDatabase>,
     // Dropped last: the vhost outlives every connection into it.
     _vhost: Option<TestVhost>,
@@ -265,8 +262,7 @@ impl Cluster {
             },
         };
         let mut cluster = Cluster {
-            base: format!("http://127.0.0.1:{port}"),
-            token,
+            client: Client::new(format!("http://127.0.0.1:{port}"), token),
             amqp_url,
             workers: Vec::new(),
             options,
@@ -275,7 +271,6 @@ impl Cluster {
             server: None,
             dir,
             next_worker: 0,
-            http: reqwest::Client::new(),
             pg,
             _vhost: vhost,
         };
@@ -297,8 +292,8 @@ impl Cluster {
         });
         self.shutdown = shutdown;
         self.server = Some(server);
-        let base = self.base.clone();
-        let http = self.http.clone();
+        let base = self.client.base.clone();
+        let http = reqwest::Client::new();
         wait_for("the scheduler to answer", Duration::from_secs(30), || {
             let url = format!("{base}/version");
             let http = http.clone();
@@ -337,7 +332,7 @@ impl Cluster {
         command
             .arg("serve")
             .args(["--amqp", &self.amqp_url])
-            .args(["--scheduler", &self.base])
+            .args(["--scheduler", &self.client.base])
             .args(["--concurrency", &self.options.concurrency.to_string()])
             .args(["--arch", "amd64"])
             .args(["--worker-id", &id])
@@ -374,6 +369,19 @@ impl Cluster {
         self.workers.len() - 1
     }
 
+    /// Waits until the build is complete; returns its status (panics with the workers' logs
+    /// after `timeout`).
+    pub async fn wait_complete(&self, id: &str, timeout: Duration) -> Value {
+        match self.client.wait_complete_within(id, timeout).await {
+            Some(status) => status,
+            None => panic!(
+                "build {id} not complete after {timeout:?}: {}\n{}",
+                self.status(id).await,
+                self.worker_logs()
+            ),
+        }
+    }
+
     /// Every worker's log, for failure messages.
     pub fn worker_logs(&self) -> String {
         self.workers
@@ -391,6 +399,44 @@ impl Cluster {
     /// A scratch directory of the test, readable by the build user.
     pub fn scratch(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// Stops everything; drops the PostgreSQL database.
+    pub async fn stop(mut self) {
+        self.workers.clear();
+        self.stop_scheduler().await;
+        if let Some(pg) = self.pg.take() {
+            pg.drop_database().await;
+        }
+    }
+}
+
+impl std::ops::Deref for Cluster {
+    type Target = Client;
+
+    fn deref(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// Speaks to a scheduler the way the stock client does, as one user.
+#[derive(Debug, Clone)]
+pub struct Client {
+    /// `http://127.0.0.1:<port>` of the scheduler.
+    pub base: String,
+    /// The user's API token.
+    pub token: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    /// A client of the scheduler at `base` with `token`.
+    pub fn new(base: impl Into<String>, token: impl Into<String>) -> Client {
+        Client {
+            base: base.into(),
+            token: token.into(),
+            http: reqwest::Client::new(),
+        }
     }
 
     /// An authorized request to the scheduler.
@@ -490,20 +536,26 @@ impl Cluster {
         body["data"].clone()
     }
 
-    /// Waits until the build is complete; returns its status.
-    pub async fn wait_complete(&self, id: &str, timeout: Duration) -> Value {
+    /// Waits until the build is complete; its status, or `None` after `timeout`.
+    pub async fn wait_complete_within(&self, id: &str, timeout: Duration) -> Option<Value> {
         let deadline = Instant::now() + timeout;
         loop {
             let status = self.status(id).await;
             if status["isComplete"] == json!(true) {
-                return status;
+                return Some(status);
             }
-            assert!(
-                Instant::now() < deadline,
-                "build {id} not complete after {timeout:?}: {status}\n{}",
-                self.worker_logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
+            if Instant::now() > deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Waits until the build is complete; returns its status (panics after `timeout`).
+    pub async fn wait_complete(&self, id: &str, timeout: Duration) -> Value {
+        match self.wait_complete_within(id, timeout).await {
+            Some(status) => status,
+            None => panic!("build {id} not complete after {timeout:?}"),
         }
     }
 
@@ -561,15 +613,6 @@ impl Cluster {
             .expect("imagefile");
         assert_eq!(response.status().as_u16(), 200, "download {path}");
         response.bytes().await.expect("image bytes").to_vec()
-    }
-
-    /// Stops everything; drops the PostgreSQL database.
-    pub async fn stop(mut self) {
-        self.workers.clear();
-        self.stop_scheduler().await;
-        if let Some(pg) = self.pg.take() {
-            pg.drop_database().await;
-        }
     }
 }
 

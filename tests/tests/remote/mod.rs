@@ -4,6 +4,7 @@
 //! the images.
 
 mod failures;
+mod quickstart;
 
 use std::path::Path;
 use std::process::Command;
