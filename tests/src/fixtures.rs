@@ -8,6 +8,7 @@
 //! | `layers` | busybox plus two layers with file and opaque whiteouts, symlinks, a hard link, setuid, owners 1000 and gid 42, a fifo, an empty directory, a long path, and a full config |
 //! | `multi` | an image index with linux/amd64 and linux/arm64/v8 images; `/etc/kiln-arch` says which was pulled |
 //! | `evil` | layers that try to write outside the rootfs (see [`EVIL_HOST_PATHS`]) |
+//! | `sif` | not an image: a SIF stored as an OCI artifact, as `singularity push oras://` stores it (see [`build_sif`]) |
 //!
 //! The cache key hashes this module's source, the layer and layout writers' sources and the
 //! busybox binary, so changing a fixture or upgrading busybox builds a new cache entry.
@@ -64,15 +65,18 @@ pub enum Fixture {
     Multi,
     /// `evil:latest`.
     Evil,
+    /// `sif:latest`, a SIF artifact for `Bootstrap: oras`.
+    Sif,
 }
 
 impl Fixture {
     /// Every fixture, in the order they are built and pushed.
-    pub const ALL: [Fixture; 4] = [
+    pub const ALL: [Fixture; 5] = [
         Fixture::Busybox,
         Fixture::Layers,
         Fixture::Multi,
         Fixture::Evil,
+        Fixture::Sif,
     ];
 
     /// The repository name in a registry and the directory name in the cache.
@@ -82,6 +86,7 @@ impl Fixture {
             Fixture::Layers => "layers",
             Fixture::Multi => "multi",
             Fixture::Evil => "evil",
+            Fixture::Sif => "sif",
         }
     }
 }
@@ -133,6 +138,7 @@ impl FixtureStore {
             Fixture::Layers => build_layers(&layout, &self.busybox)?,
             Fixture::Multi => build_multi(&layout, &self.busybox)?,
             Fixture::Evil => build_evil(&layout, &self.busybox)?,
+            Fixture::Sif => build_sif(&layout, &self.busybox)?,
         }
         let built = partial.keep();
         if let Err(error) = fs::rename(&built, &path) {
@@ -358,6 +364,151 @@ fn build_evil(layout: &OciLayout, busybox: &Path) -> Result<()> {
     let second = layout.add_layer(&second, Compression::default())?;
     let layers: [&LayerBlob; 3] = [&base, &first, &second];
     let manifest = layout.add_image(&amd64(), &busybox_config(), &layers)?;
+    layout.write_index(TAG, &manifest)
+}
+
+/// Config media type of a SIF artifact (sylabs/singularity `internal/pkg/client/oras`).
+pub const SIF_CONFIG_MEDIA_TYPE: &str = "application/vnd.sylabs.sif.config.v1+json";
+/// Layer media type of a SIF artifact: the image file.
+pub const SIF_LAYER_MEDIA_TYPE: &str = "application/vnd.sylabs.sif.layer.v1.sif";
+
+/// Text the `sif` fixture's runscript prints.
+pub const SIF_RUNSCRIPT_OUTPUT: &str = "runscript of the sif fixture";
+
+/// Owners and modes the `sif` fixture's SquashFS gives, as `unsquashfs -lln` shows them:
+/// `(path, "uid/gid", mode string)`.
+pub const SIF_OWNED_ENTRIES: &[(&str, &str, &str)] = &[
+    ("/data/owned-1000", "1000/1000", "-rw-r-----"),
+    ("/data/private", "1001/1002", "drwx------"),
+    ("/data/private/secret", "1001/1002", "-r--------"),
+];
+
+/// The `sif` fixture: a busybox rootfs with `/.singularity.d` (a runscript printing
+/// [`SIF_RUNSCRIPT_OUTPUT`], `SIF_BASE=yes` in `90-environment.sh`) and files of other owners
+/// ([`SIF_OWNED_ENTRIES`]), squashed by `mksquashfs` and wrapped as a SIF, stored as the one
+/// layer of an OCI artifact whose config has [`SIF_CONFIG_MEDIA_TYPE`]. Deterministic: time 0
+/// everywhere, a fixed SIF id.
+fn build_sif(layout: &OciLayout, busybox: &Path) -> Result<()> {
+    let work = tempfile::tempdir().map_err(io_error("create a temp dir", "/tmp"))?;
+    let root = work.path().join("rootfs");
+    let write = |path: &str, text: &str, mode: u32| -> Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let path = root.join(path);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent).map_err(io_error("create directory", parent))?;
+        }
+        fs::write(&path, text).map_err(io_error("write", &path))?;
+        fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+            .map_err(io_error("chmod", &path))
+    };
+    for dir in ["bin", "etc", "tmp", "data/private", ".singularity.d/env"] {
+        let dir = root.join(dir);
+        fs::create_dir_all(&dir).map_err(io_error("create directory", &dir))?;
+    }
+    let target = root.join("bin/busybox");
+    fs::copy(busybox, &target).map_err(io_error("copy", &target))?;
+    for applet in ["sh", "cat", "echo", "id", "ls", "pwd", "test"] {
+        let link = root.join("bin").join(applet);
+        std::os::unix::fs::symlink("busybox", &link).map_err(io_error("symlink", &link))?;
+    }
+    write("etc/passwd", "root:x:0:0:root:/root:/bin/sh\n", 0o644)?;
+    write("etc/group", "root:x:0:\n", 0o644)?;
+    write("data/owned-1000", "owned by 1000\n", 0o640)?;
+    write("data/private/secret", "private\n", 0o400)?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let private = root.join("data/private");
+        fs::set_permissions(&private, fs::Permissions::from_mode(0o700))
+            .map_err(io_error("chmod", &private))?;
+    }
+    write(
+        ".singularity.d/runscript",
+        &format!("#!/bin/sh\necho \"{SIF_RUNSCRIPT_OUTPUT}\"\n"),
+        0o755,
+    )?;
+    write(
+        ".singularity.d/env/90-environment.sh",
+        "#!/bin/sh\nexport SIF_BASE=yes\n",
+        0o755,
+    )?;
+    // Owners by pseudo definitions, so that the builder need not be root: root for everything
+    // (`-all-root` would override them), then the entries of other users.
+    let pseudo = work.path().join("owners.pseudo");
+    let mut lines = String::new();
+    for entry in walkdir::WalkDir::new(&root)
+        .min_depth(1)
+        .sort_by_file_name()
+    {
+        let entry = entry.map_err(|e| SupportError::Io {
+            action: "walk",
+            path: root.clone(),
+            source: e.into(),
+        })?;
+        let path = entry.path().strip_prefix(&root).unwrap_or(entry.path());
+        let owned = SIF_OWNED_ENTRIES
+            .iter()
+            .find(|(p, _, _)| Path::new(p.trim_start_matches('/')) == path);
+        let mode = {
+            use std::os::unix::fs::PermissionsExt;
+            entry
+                .metadata()
+                .map_err(|e| SupportError::Io {
+                    action: "stat",
+                    path: entry.path().to_owned(),
+                    source: e.into(),
+                })?
+                .permissions()
+                .mode()
+                & 0o7777
+        };
+        let owner = owned.map_or("0 0".to_owned(), |(_, o, _)| o.replace('/', " "));
+        lines.push_str(&format!("{} m {mode:o} {owner}\n", path.display()));
+    }
+    fs::write(&pseudo, lines).map_err(io_error("write", &pseudo))?;
+    let squashfs = work.path().join("rootfs.squashfs");
+    let mut mksquashfs = Command::new("mksquashfs");
+    mksquashfs
+        .arg(&root)
+        .arg(&squashfs)
+        .args([
+            "-noappend",
+            "-comp",
+            "gzip",
+            "-mkfs-time",
+            "0",
+            "-all-time",
+            "0",
+            "-no-progress",
+            "-quiet",
+            "-no-xattrs",
+        ])
+        .arg("-pf")
+        .arg(&pseudo);
+    command::run(&mut mksquashfs)?;
+    let partition = fs::File::open(&squashfs).map_err(io_error("open", &squashfs))?;
+    let mut sif = std::io::Cursor::new(Vec::new());
+    kiln_proto::sif::write_singularity_image(
+        &mut sif,
+        kiln_proto::sif::CreateOptions {
+            id: *b"kiln-sif-fixture",
+            ..kiln_proto::sif::CreateOptions::default()
+        },
+        b"bootstrap: scratch\n",
+        &[],
+        kiln_proto::sif::Arch::AMD64,
+        partition,
+    )
+    .map_err(|e| SupportError::Io {
+        action: "write the SIF of",
+        path: squashfs.clone(),
+        source: std::io::Error::other(e),
+    })?;
+    let manifest = layout.add_artifact(
+        SIF_CONFIG_MEDIA_TYPE,
+        b"{}",
+        SIF_LAYER_MEDIA_TYPE,
+        &sif.into_inner(),
+    )?;
     layout.write_index(TAG, &manifest)
 }
 

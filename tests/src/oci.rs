@@ -216,6 +216,27 @@ impl OciLayout {
         Ok(manifest)
     }
 
+    /// Stores an artifact manifest: a config blob of `config_media_type` and one layer of
+    /// `layer_media_type` (how `singularity push oras://` stores a SIF). Returns the manifest's
+    /// descriptor.
+    pub fn add_artifact(
+        &self,
+        config_media_type: &str,
+        config: &[u8],
+        layer_media_type: &str,
+        layer: &[u8],
+    ) -> Result<Descriptor> {
+        let config = self.add_blob(config_media_type, config)?;
+        let layer = self.add_blob(layer_media_type, layer)?;
+        let manifest = Manifest {
+            schema_version: 2,
+            media_type: MEDIA_TYPE_MANIFEST,
+            config,
+            layers: vec![&layer],
+        };
+        self.add_json(MEDIA_TYPE_MANIFEST, "manifest", &manifest)
+    }
+
     /// Stores an image index listing `manifests` and returns its descriptor.
     pub fn add_index(&self, manifests: &[Descriptor]) -> Result<Descriptor> {
         let index = Index {

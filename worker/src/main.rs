@@ -57,7 +57,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::SandboxInit => {
-            kiln_worker::sandbox::helper_main().context("the sandbox helper failed")
+            kiln_worker::sandbox::helper_main(kiln_worker::pipeline::tasks::run)
+                .context("the sandbox helper failed")
         }
         Command::Sif { command } => cli::sif::run(command),
         Command::Squashfs(args) => cli::squashfs::run(args),

@@ -338,6 +338,36 @@ fn listing(scratch: &Scratch, sif: &Path) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The bytes of the SIF object named `name`, found with `siftool info`, through `siftool dump`.
+fn sif_object(sif: &Path, name: &str) -> Vec<u8> {
+    let objects = Command::new("siftool")
+        .arg("list")
+        .arg(sif)
+        .output()
+        .unwrap();
+    assert!(objects.status.success(), "{}", text(&objects.stderr));
+    let id = text(&objects.stdout)
+        .lines()
+        .filter(|l| l.contains("JSON.Generic"))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+        .find(|id| {
+            let info = Command::new("siftool")
+                .args(["info", id])
+                .arg(sif)
+                .output()
+                .unwrap();
+            text(&info.stdout).contains("Name:") && text(&info.stdout).contains(name)
+        })
+        .unwrap_or_else(|| panic!("no object {name}: {}", text(&objects.stdout)));
+    let dump = Command::new("siftool")
+        .args(["dump", &id])
+        .arg(sif)
+        .output()
+        .unwrap();
+    assert!(dump.status.success(), "{}", text(&dump.stderr));
+    dump.stdout
+}
+
 fn entry<'a>(list: &'a [(String, String, String)], path: &str) -> &'a (String, String, String) {
     list.iter()
         .find(|(p, _, _)| p == path)
@@ -400,6 +430,17 @@ fn docker_layers_without_post_stream_with_every_property() {
     let run = worker(&["run", sif.to_str().unwrap()]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert!(!text(&run.stdout).is_empty());
+    // The run config as SingularityCE stores it: the config's `config` object, WorkingDir kept.
+    let config: serde_json::Value =
+        serde_json::from_slice(&sif_object(&sif, "oci-config.json")).unwrap();
+    assert_eq!(config["WorkingDir"], "/data", "{config}");
+    assert_eq!(config["Entrypoint"], serde_json::json!(["/bin/sh", "-c"]));
+    assert_eq!(config["Labels"]["org.kiln.fixture"], "layers");
+    assert!(config.get("rootfs").is_none(), "{config}");
+    // and the runscript starts there, as `singularity run --oci` does.
+    let run = worker(&["run", sif.to_str().unwrap(), "pwd"]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "/data\n");
     // The same image through the built-tree path (a %post) has the same owners.
     let sif2 = scratch.path("layers-post.sif");
     let def = format!("Bootstrap: docker\nFrom: {addr}/layers:latest\n%post\ntouch /made\n");
@@ -478,4 +519,187 @@ fn missing_images_and_a_down_registry_end_with_one_clear_line() {
         };
         assert!(last.contains(fault), "{from}: {last}");
     }
+}
+
+/// A `%post` that leaves what `useradd -m` and package scripts leave: files and directories of
+/// other users the worker, outside the user namespace, can neither read nor enter.
+const PRIVATE_POST: &str = "\
+echo 'bob:x:1001:1001::/home/bob:/bin/sh' >> /etc/passwd
+echo 'bob:x:1001:' >> /etc/group
+mkdir -p /home/bob/.ssh
+echo secret > /home/bob/secret
+echo key > /home/bob/.ssh/id
+chown -R bob:bob /home/bob
+chmod 0700 /home/bob /home/bob/.ssh
+chmod 0600 /home/bob/secret
+chmod 0400 /home/bob/.ssh/id
+echo locked > /etc/gshadow
+chown 0:42 /etc/gshadow
+chmod 0000 /etc/gshadow
+mkdir -p /var/lib/private
+echo state > /var/lib/private/state
+chown -R 1002:1003 /var/lib/private
+chmod 0700 /var/lib/private
+chmod 0640 /var/lib/private/state
+";
+
+fn assert_private_entries(list: &[(String, String, String)]) {
+    for (path, owner, mode) in [
+        ("/home/bob", "1001/1001", "drwx------"),
+        ("/home/bob/.ssh", "1001/1001", "drwx------"),
+        ("/home/bob/secret", "1001/1001", "-rw-------"),
+        ("/home/bob/.ssh/id", "1001/1001", "-r--------"),
+        ("/var/lib/private", "1002/1003", "drwx------"),
+        ("/var/lib/private/state", "1002/1003", "-rw-r-----"),
+    ] {
+        let found = entry(list, path);
+        assert_eq!(
+            (found.1.as_str(), found.2.as_str()),
+            (owner, mode),
+            "{path}"
+        );
+    }
+}
+
+/// The stage trees left in a work directory.
+fn stage_trees(work: &Path) -> Vec<String> {
+    std::fs::read_dir(work)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("stage-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn files_post_made_private_to_other_users_are_squashed_with_their_owners() {
+    let (_registry, addr) = registry();
+    let scratch = Scratch::new();
+    let sif = scratch.path("private.sif");
+    let work = scratch.path("work");
+    let def = format!(
+        "Bootstrap: docker\nFrom: {addr}/busybox:latest\n\n%post\n{PRIVATE_POST}\n\
+         %runscript\ncat /home/bob/secret /home/bob/.ssh/id /etc/gshadow /var/lib/private/state\n"
+    );
+    let out = build_def(
+        &scratch,
+        &addr,
+        &def,
+        &sif,
+        &["--work-dir", work.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = listing(&scratch, &sif);
+    assert_private_entries(&list);
+    let gshadow = entry(&list, "/etc/gshadow");
+    assert_eq!(
+        (gshadow.1.as_str(), gshadow.2.as_str()),
+        ("0/42", "----------")
+    );
+    let run = worker(&["run", sif.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "secret\nkey\nlocked\nstate\n");
+    // The stage tree, private files and all, is gone.
+    assert_eq!(stage_trees(&work), Vec::<String>::new());
+}
+
+#[test]
+fn files_from_a_stage_keep_owners_and_modes() {
+    let (_registry, addr) = registry();
+    let scratch = Scratch::new();
+    let sif = scratch.path("copied.sif");
+    let def = format!(
+        "Bootstrap: docker\nFrom: {addr}/busybox:latest\nStage: one\n\n%post\n{PRIVATE_POST}\
+         mkdir -p /usr/bin && cp /bin/busybox /usr/bin/setuid-tool\n\
+         chown 0:1001 /usr/bin/setuid-tool && chmod 4750 /usr/bin/setuid-tool\n\n\
+         Bootstrap: docker\nFrom: {addr}/busybox:latest\n\n\
+         %files from one\n/home/bob /copied/\n/var/lib/private /copied/var/lib/private\n\
+         /usr/bin/setuid-tool\n\n\
+         %runscript\ncat /copied/bob/secret /copied/var/lib/private/state\n"
+    );
+    let out = build_def(&scratch, &addr, &def, &sif, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = listing(&scratch, &sif);
+    for (path, owner, mode) in [
+        ("/copied/bob", "1001/1001", "drwx------"),
+        ("/copied/bob/.ssh/id", "1001/1001", "-r--------"),
+        ("/copied/bob/secret", "1001/1001", "-rw-------"),
+        ("/copied/var/lib/private", "1002/1003", "drwx------"),
+        ("/copied/var/lib/private/state", "1002/1003", "-rw-r-----"),
+        ("/usr/bin/setuid-tool", "0/1001", "-rwsr-x---"),
+    ] {
+        let found = entry(&list, path);
+        assert_eq!(
+            (found.1.as_str(), found.2.as_str()),
+            (owner, mode),
+            "{path}"
+        );
+    }
+    let run = worker(&["run", sif.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "secret\nstate\n");
+}
+
+#[test]
+fn oras_builds_on_a_sif_artifact_keeping_its_owners_and_metadata() {
+    use kiln_tests::fixtures::{SIF_OWNED_ENTRIES, SIF_RUNSCRIPT_OUTPUT};
+    let (_registry, addr) = registry();
+    let scratch = Scratch::new();
+    let sif = scratch.path("oras.sif");
+    let def = format!(
+        "Bootstrap: oras\nFrom: {addr}/sif:latest\n\n\
+         %post\necho made > /made\nchown 1000:1000 /made\n\n\
+         %environment\nexport ADDED=added\n"
+    );
+    let out = build_def(&scratch, &addr, &def, &sif, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("could not be verified"),
+        "{}",
+        text(&out.stderr)
+    );
+    let list = listing(&scratch, &sif);
+    for (path, owner, mode) in SIF_OWNED_ENTRIES {
+        let found = entry(&list, path);
+        assert_eq!(
+            (found.1.as_str(), found.2.as_str()),
+            (*owner, *mode),
+            "{path}"
+        );
+    }
+    assert_eq!(entry(&list, "/made").1, "1000/1000");
+    assert_eq!(entry(&list, "/bin/busybox").1, "0/0");
+    // The base image's runscript and environment survive; %environment is appended.
+    let run = worker(&["run", sif.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), format!("{SIF_RUNSCRIPT_OUTPUT}\n"));
+    let env_def = format!(
+        "Bootstrap: oras\nFrom: {addr}/sif:latest\n\n\
+         %environment\nexport ADDED=added\n\n%runscript\necho \"$SIF_BASE $ADDED\"\n"
+    );
+    let sif2 = scratch.path("oras-env.sif");
+    let out = build_def(&scratch, &addr, &env_def, &sif2, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let run = worker(&["run", sif2.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "yes added\n");
+    // A container image is not a SIF artifact: one clear line.
+    let bad = format!("Bootstrap: oras\nFrom: {addr}/busybox:latest\n");
+    let out = build_def(
+        &scratch,
+        &addr,
+        &bad,
+        &scratch.path("bad.sif"),
+        &["--json-events"],
+    );
+    assert!(!out.status.success());
+    let stdout = text(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("not a SIF stored as an OCI artifact") && last.contains("user"),
+        "{stdout}"
+    );
 }

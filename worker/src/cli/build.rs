@@ -12,7 +12,7 @@ use kiln_worker::events::{
     BuildReporter, EventSink, HumanSink, JsonLinesSink, ReporterLimits, system_clock,
 };
 use kiln_worker::image::{Codec, SquashfsOptions};
-use kiln_worker::pipeline::{BuildEnv, BuildError, BuildOptions, build, unpack};
+use kiln_worker::pipeline::{BuildEnv, BuildError, BuildOptions, build, tasks};
 use kiln_worker::sandbox::{BuildUser, OutputLine, Sandbox, SandboxCommand, SandboxConfig, Stream};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -258,11 +258,13 @@ pub fn run_image(args: RunArgs) -> anyhow::Result<i32> {
         .tempdir()
         .context("failed to create a temporary directory")?;
     let squashfs = temp.path().join("rootfs.squashfs");
+    let working_dir;
     {
         let file = std::fs::File::open(&args.image)
             .with_context(|| format!("failed to open {}", args.image.display()))?;
         let mut reader = kiln_proto::sif::SifReader::new(file)
             .with_context(|| format!("{} is not a SIF image", args.image.display()))?;
+        working_dir = image_working_dir(&mut reader);
         let Some(id) = reader.primary_partition().map(|d| d.id) else {
             bail!("{} has no primary system partition", args.image.display());
         };
@@ -275,14 +277,41 @@ pub fn run_image(args: RunArgs) -> anyhow::Result<i32> {
     let runtime = tokio::runtime::Runtime::new().context("failed to start the runtime")?;
     let sandbox = sandbox()?;
     runtime.block_on(async {
-        unpack::unsquash(&squashfs, &rootfs)
+        let cancel = CancellationToken::new();
+        // As root of the sandbox's user namespace, so the files keep the image's owners.
+        tasks::unsquash(&sandbox, &cancel, &squashfs, &rootfs)
             .await
             .map_err(|e| anyhow::anyhow!(e.one_line()))?;
         let _ = std::fs::remove_file(&squashfs);
+        let code = run_unpacked(&sandbox, &rootfs, working_dir, &args.args).await;
+        // Files of other owners: only root of the namespace can remove them.
+        if let Err(error) = tasks::remove_tree(&sandbox, &cancel, &rootfs).await {
+            tracing::warn!(error = %error.one_line(), "failed to remove the unpacked image");
+        }
+        code
+    })
+}
+
+/// Runs the runscript of the image unpacked at `rootfs`; returns its exit code.
+async fn run_unpacked(
+    sandbox: &Sandbox,
+    rootfs: &Path,
+    working_dir: Option<String>,
+    args: &[String],
+) -> anyhow::Result<i32> {
+    {
+        // A docker image's WorkingDir, as `singularity run --oci` starts there; this runner has
+        // no host directory to start in, so `/` otherwise.
+        let cwd = working_dir
+            .filter(|dir| {
+                kiln_worker::pipeline::confined::Confined::open(rootfs)
+                    .is_ok_and(|root| root.is_dir(Path::new(dir)))
+            })
+            .unwrap_or_else(|| "/".into());
         let mut argv = vec!["/.singularity.d/actions/run".to_owned()];
-        argv.extend(args.args.iter().cloned());
+        argv.extend(args.iter().cloned());
         let command = SandboxCommand {
-            rootfs: rootfs.clone(),
+            rootfs: rootfs.to_owned(),
             argv,
             env: vec![
                 (
@@ -292,7 +321,7 @@ pub fn run_image(args: RunArgs) -> anyhow::Result<i32> {
                 ("LANG".into(), "C".into()),
                 ("HOME".into(), "/root".into()),
             ],
-            cwd: "/".into(),
+            cwd: cwd.into(),
             is_read_only: true,
         };
         let (sender, mut receiver) = mpsc::channel::<OutputLine>(256);
@@ -316,5 +345,23 @@ pub fn run_image(args: RunArgs) -> anyhow::Result<i32> {
             kiln_worker::sandbox::Outcome::Signaled(signal) => 128 + signal,
             other => bail!("{other}"),
         })
-    })
+    }
+}
+
+/// The `WorkingDir` of the image's `oci-config.json` object, if it has one (docker bases).
+fn image_working_dir(reader: &mut kiln_proto::sif::SifReader<std::fs::File>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct RunConfig {
+        #[serde(rename = "WorkingDir", default)]
+        working_dir: String,
+    }
+    let id = reader
+        .object_by_name(kiln_proto::sif::DataType::GENERIC_JSON, b"oci-config.json")?
+        .id;
+    let bytes = reader.read_object(id, 1 << 20).ok()?;
+    let config: RunConfig = serde_json::from_slice(&bytes).ok()?;
+    config
+        .working_dir
+        .starts_with('/')
+        .then_some(config.working_dir)
 }

@@ -190,5 +190,25 @@ pub enum ImageError {
     WorkerGone,
 }
 
+impl ImageError {
+    /// Whether the build's own content caused the error (a tree the id map does not cover, a
+    /// name SquashFS cannot hold, a hostile layer) rather than the worker or its disk.
+    pub fn is_content_fault(&self) -> bool {
+        matches!(
+            self,
+            Self::UnmappedId { .. }
+                | Self::BadName(_)
+                | Self::SymlinkTooLong(_)
+                | Self::TooManyIds
+                | Self::UnsafePath { .. }
+                | Self::BadHardLink { .. }
+                | Self::UnsupportedEntry { .. }
+                | Self::ParentNotADirectory { .. }
+                | Self::SymlinkLoop { .. }
+                | Self::TooManyEntries { .. }
+        )
+    }
+}
+
 /// Result of image assembly.
 pub type Result<T> = std::result::Result<T, ImageError>;

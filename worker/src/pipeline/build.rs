@@ -5,9 +5,11 @@
 //! Ownership, rootless: the worker runs as the build user, the sandbox's root. Everything the
 //! worker writes from outside (bootstrap files, `%files`, `/.singularity.d`) is owned by it, so
 //! `%post` sees it as root's; what `%post` gives to other users lands on the subordinate ids of
-//! the full map. The SquashFS directory source maps host ids back through the same map, so the
-//! image shows the ids `%post` saw. A worker started as root drops to the build user first
-//! (`kiln-worker build --build-user`), so there is one code path.
+//! the full map. Steps that must read, own or remove what `%post` made (squashing, `%files
+//! from <stage>`, removing the stage trees) run as root of a user namespace with the same map
+//! ([`super::tasks`]), so they see the ids `%post` saw and every file is open to them. A worker
+//! started as root drops to the build user first (`kiln-worker build --build-user`), so there
+//! is one code path.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Write};
@@ -27,17 +29,11 @@ use super::error::{BuildError, io};
 use super::files::{context_pattern, copy_entry, glob};
 use super::layer::TreeRecords;
 use super::plan::{Agent, POST_SCRIPT, Plan, StagePlan, plan};
-use super::records_overlay::apply_records;
 use super::stage_meta::{MetaInput, inspect_metadata, write_apps, write_metadata};
 use crate::events::BuildReporter;
-use crate::image::dir_source::IdRange;
-use crate::image::tree::{Meta, Node, NodeId, NodeKind};
-use crate::image::{
-    IdMap as ImageIdMap, ImageError, SquashfsOptions, Tree, apply_layer, read_dir_tree,
-    write_squashfs,
-};
+use crate::image::SquashfsOptions;
 use crate::metadata::{RootfsEntry, base_environment};
-use crate::sandbox::{IdMap, OutputLine, Sandbox, SandboxCommand, SandboxError, Stream};
+use crate::sandbox::{OutputLine, Sandbox, SandboxCommand, SandboxError, Stream};
 
 /// Where `%post` may leave labels (`deffile.md` §8.3).
 const BUILD_LABELS: &str = "/.build.labels";
@@ -104,11 +100,40 @@ struct Base {
     stream_layers: Option<Vec<PathBuf>>,
 }
 
-/// Builds the definition `text` into `options.output`.
+/// Builds the definition `text` into `options.output`. The stage trees under
+/// `options.work_dir` are removed before it returns, whatever the outcome.
 ///
 /// # Errors
 /// A [`BuildError`]; its [`fault`](BuildError::fault) says whose.
 pub async fn build(
+    text: &str,
+    options: &BuildOptions,
+    env: &BuildEnv<'_>,
+) -> Result<Finished, BuildError> {
+    let result = build_stages(text, options, env).await;
+    remove_stage_trees(options, env).await;
+    result
+}
+
+/// Removes the `stage-N` trees of `options.work_dir`, as root of the build's user namespace:
+/// `%post` may have left directories the worker alone cannot empty. Failures are logged.
+async fn remove_stage_trees(options: &BuildOptions, env: &BuildEnv<'_>) {
+    let Ok(entries) = fs::read_dir(&options.work_dir) else {
+        return;
+    };
+    // Cleaning up runs after a cancellation too.
+    let cancel = CancellationToken::new();
+    for entry in entries.flatten() {
+        if !entry.file_name().as_encoded_bytes().starts_with(b"stage-") {
+            continue;
+        }
+        if let Err(error) = super::tasks::remove_tree(env.sandbox, &cancel, &entry.path()).await {
+            tracing::warn!(error = %error.one_line(), "failed to remove a stage tree");
+        }
+    }
+}
+
+async fn build_stages(
     text: &str,
     options: &BuildOptions,
     env: &BuildEnv<'_>,
@@ -145,15 +170,20 @@ pub async fn build(
     let root = Confined::open(&last.rootfs).map_err(io("open", &last.rootfs))?;
     let inspect = inspect_metadata(&root, &image_stage.apps)?;
     let squashfs = options.work_dir.join("rootfs.squashfs");
-    squash(
-        &last.rootfs,
-        &last.base,
-        &squashfs,
+    let summary = super::tasks::squash(
         env.sandbox,
+        env.cancel,
+        &last.rootfs,
+        last.base.records.as_ref(),
+        last.base.stream_layers.as_deref(),
+        &squashfs,
         &options.squashfs,
-        env.reporter,
     )
     .await?;
+    env.reporter.info(format!(
+        "SquashFS: {} inodes, {} bytes ({} duplicate files)",
+        summary.inodes, summary.file_size, summary.duplicates
+    ));
     let mut json: Vec<(&str, Vec<u8>)> = vec![("inspect-metadata.json", inspect.to_bytes())];
     if let Some(config) = &last.base.oci_config {
         json.push(("oci-config.json", config.clone()));
@@ -220,30 +250,26 @@ async fn run_stage(
             stage: n,
             message: format!("stage {} is not built yet", from + 1),
         })?;
-        let src = Confined::open(&source_root.rootfs).map_err(io("open", &source_root.rootfs))?;
-        for (source, dest) in named_entries(&files.entries, reporter) {
-            let pattern = PathBuf::from(source.trim_start_matches('/'));
-            let matches = glob(&src, &pattern).map_err(|e| files_error(n, source, &e))?;
-            if matches.is_empty() {
-                return Err(BuildError::Files {
-                    stage: n,
-                    message: format!("no file of stage {} matches {source}", from + 1),
-                });
-            }
-            for found in matches {
-                let target = if dest.is_empty() {
-                    format!("/{}", found.display())
-                } else {
-                    dest.clone()
-                };
-                reporter.info(format!(
-                    "copying {} from stage {} to {target}",
-                    found.display(),
-                    from + 1
-                ));
-                copy_entry(&src, &found, &root, &target, false)
-                    .map_err(|e| files_error(n, source, &e))?;
-            }
+        let entries: Vec<(String, String)> =
+            named_entries(&files.entries, reporter).cloned().collect();
+        // As root of the build's user namespace: the source stage's `%post` may have left
+        // files the worker cannot read, and the copies keep their owners.
+        let copied = super::tasks::copy_from_stage(
+            env.sandbox,
+            env.cancel,
+            (&source_root.rootfs, from + 1),
+            &rootfs,
+            &entries,
+            n,
+        )
+        .await?;
+        for copy in copied {
+            reporter.info(format!(
+                "copied {} from stage {} to {}",
+                copy.source,
+                from + 1,
+                copy.target
+            ));
         }
     }
     for files in stage.files.iter().filter(|f| f.from_stage.is_none()) {
@@ -356,7 +382,7 @@ fn copy_from_context(
             let wd = working_dir.strip_prefix("/").unwrap_or(working_dir);
             format!("/{}", found.strip_prefix(wd).unwrap_or(&found).display())
         };
-        copy_entry(&ctx, &found, root, &target, true)
+        copy_entry(&ctx, &found, root, &target, true, false)
             .map_err(|e| files_error(stage, source, &e))?;
     }
     Ok(())
@@ -458,129 +484,35 @@ async fn bootstrap(
             let header = stage.definition.header.clone().unwrap_or_default();
             let docker = super::agents::docker(from, &header, &root, options, env, apply).await?;
             Ok(Base {
-                oci_config: Some(docker.config_json),
+                oci_config: Some(docker.oci_config),
                 records: Some(docker.records),
                 stream_layers: (!apply).then_some(docker.layers),
             })
         }
         Agent::Library { from, library_url } => {
+            env.reporter
+                .info(format!("stage {}: bootstrap library {from}", stage.number));
             let url = library_url.clone().or_else(|| options.library_url.clone());
             base(&root)?;
-            super::agents::library(from, url.as_deref(), &root, options, env).await?;
-            Ok(Base::default())
+            let header = stage.definition.header.clone().unwrap_or_default();
+            let oci_config =
+                super::agents::library(from, url.as_deref(), &header, &root, options, env).await?;
+            Ok(Base {
+                oci_config,
+                ..Base::default()
+            })
         }
         Agent::Oras { from } => {
+            env.reporter
+                .info(format!("stage {}: bootstrap oras {from}", stage.number));
             base(&root)?;
-            super::agents::oras(from, &root, options, env).await?;
-            Ok(Base::default())
-        }
-    }
-}
-
-/// The image id map of a sandbox map: host ids back to the ids inside.
-pub fn image_id_map(map: &IdMap) -> ImageIdMap {
-    ImageIdMap {
-        ranges: map
-            .entries
-            .iter()
-            .map(|e| IdRange {
-                inner: e.inner,
-                host: e.outer,
-                count: e.count,
+            let header = stage.definition.header.clone().unwrap_or_default();
+            let oci_config = super::agents::oras(from, &header, &root, options, env).await?;
+            Ok(Base {
+                oci_config,
+                ..Base::default()
             })
-            .collect(),
-    }
-}
-
-/// Squashes the built tree, mapping host owners back to the image's and putting back what the
-/// layer application recorded. On the streaming path the layers are read straight into the
-/// image model and the tree on disk (only `/.singularity.d` and the base layout) goes on top.
-async fn squash(
-    rootfs: &Path,
-    base: &Base,
-    out: &Path,
-    sandbox: &Sandbox,
-    opts: &SquashfsOptions,
-    reporter: &BuildReporter,
-) -> Result<(), BuildError> {
-    let uids = image_id_map(sandbox.uid_map());
-    let gids = image_id_map(sandbox.gid_map());
-    let summary = tokio::task::block_in_place(|| -> Result<_, BuildError> {
-        let disk = read_dir_tree(rootfs, &uids, &gids).map_err(BuildError::Image)?;
-        let tree = match &base.stream_layers {
-            Some(layers) => {
-                let mut tree = Tree::new(Meta::implicit_dir());
-                for layer in layers {
-                    apply_layer(&mut tree, layer).map_err(BuildError::Image)?;
-                }
-                merge_overlay(&mut tree, Tree::ROOT, &disk, Tree::ROOT)
-                    .map_err(BuildError::Image)?;
-                tree
-            }
-            None => {
-                let mut tree = disk;
-                if let Some(records) = &base.records {
-                    apply_records(&mut tree, records).map_err(BuildError::Image)?;
-                }
-                tree
-            }
-        };
-        let file = File::create(out).map_err(io("create", out))?;
-        write_squashfs(&tree, &file, opts).map_err(BuildError::Image)
-    })?;
-    reporter.info(format!(
-        "SquashFS: {} inodes, {} bytes ({} duplicate files)",
-        summary.inodes, summary.file_size, summary.duplicates
-    ));
-    Ok(())
-}
-
-/// Lays directory `from_dir` of `overlay` over directory `into_dir` of `tree`, with the base
-/// layout's rules: existing directories are kept (with their metadata) and merged, files
-/// replace, a symlink replaces only a symlink or nothing.
-fn merge_overlay(
-    tree: &mut Tree,
-    into_dir: NodeId,
-    overlay: &Tree,
-    from_dir: NodeId,
-) -> Result<(), ImageError> {
-    let Some(entries) = overlay.entries(from_dir) else {
-        return Ok(());
-    };
-    for (name, &child) in entries {
-        let existing = tree.entries(into_dir).and_then(|e| e.get(name).copied());
-        let node = &overlay.nodes[child];
-        match (existing, &node.kind) {
-            (Some(id), NodeKind::Dir(_)) if tree.nodes[id].is_dir() => {
-                merge_overlay(tree, id, overlay, child)?;
-            }
-            (Some(id), NodeKind::Dir(_) | NodeKind::Symlink(_))
-                if !matches!(tree.nodes[id].kind, NodeKind::Symlink(_)) => {}
-            _ => {
-                let id = copy_subtree(tree, overlay, child)?;
-                tree.link(into_dir, name.clone(), id)?;
-            }
         }
-    }
-    Ok(())
-}
-
-/// Copies node `id` of `from` and everything below it into `tree`; returns the new id.
-fn copy_subtree(tree: &mut Tree, from: &Tree, id: NodeId) -> Result<NodeId, ImageError> {
-    let node = &from.nodes[id];
-    match &node.kind {
-        NodeKind::Dir(entries) => {
-            let dir = tree.add(Node {
-                meta: node.meta.clone(),
-                kind: NodeKind::Dir(Default::default()),
-            });
-            for (name, &child) in entries {
-                let copied = copy_subtree(tree, from, child)?;
-                tree.link(dir, name.clone(), copied)?;
-            }
-            Ok(dir)
-        }
-        _ => Ok(tree.add(node.clone())),
     }
 }
 

@@ -256,6 +256,58 @@ impl Confined {
         }))
     }
 
+    /// Owner, group and permission bits (`mode & 0o7777`) of `path`, the final component
+    /// followed only if `follow`.
+    pub fn owner_and_mode(&self, path: &Path, follow: bool) -> io::Result<(u32, u32, u32)> {
+        let flags = if follow {
+            OFlag::O_PATH
+        } else {
+            OFlag::O_PATH | OFlag::O_NOFOLLOW
+        };
+        let fd = self.open_at(path, flags)?;
+        let st = nix::sys::stat::fstat(&fd).map_err(errno)?;
+        Ok((st.st_uid, st.st_gid, st.st_mode & 0o7777))
+    }
+
+    /// Gives `path` the owner `uid:gid` and, unless it is a symlink, the permission bits
+    /// `mode` (after the owner: `chown` clears setuid and setgid). A symlink at `path` is
+    /// changed itself, never followed. Needs root of the namespace that maps the ids.
+    pub fn set_owner_and_mode(&self, path: &Path, uid: u32, gid: u32, mode: u32) -> io::Result<()> {
+        let (uid, gid) = (
+            Some(nix::unistd::Uid::from_raw(uid)),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+        let (parent, name) = self.parent(path)?;
+        let name = name.unwrap_or_else(|| PathBuf::from("."));
+        let st = nix::sys::stat::fstatat(
+            parent.as_fd(),
+            name.as_path(),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(errno)?;
+        if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+            return nix::unistd::fchownat(
+                parent.as_fd(),
+                name.as_path(),
+                uid,
+                gid,
+                nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+            )
+            .map_err(errno);
+        }
+        // Opened, not named: the change lands on this inode and nowhere a link could point.
+        // O_NONBLOCK: a FIFO must not block the open.
+        let fd = nix::fcntl::openat(
+            parent.as_fd(),
+            name.as_path(),
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(errno)?;
+        nix::unistd::fchown(&fd, uid, gid).map_err(errno)?;
+        fchmod(&fd, Mode::from_bits_truncate(mode)).map_err(errno)
+    }
+
     /// Lists the names in directory `path`.
     pub fn list_dir(&self, path: &Path) -> io::Result<Vec<std::ffi::OsString>> {
         let fd = self.open_at(path, OFlag::O_RDONLY | OFlag::O_DIRECTORY)?;

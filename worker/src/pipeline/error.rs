@@ -82,6 +82,15 @@ pub enum BuildError {
     /// The SquashFS image could not be written.
     #[error("failed to write the SquashFS image")]
     Image(#[source] ImageError),
+    /// The SquashFS image could not be written; squashing runs in the build's user namespace,
+    /// so the cause arrives as text.
+    #[error("failed to write the SquashFS image: {message}")]
+    Squash {
+        /// The cause, one line.
+        message: String,
+        /// Whether the build's content is at fault (a name SquashFS cannot hold).
+        is_user_fault: bool,
+    },
     /// The SIF could not be written.
     #[error("failed to write the SIF image {path}")]
     Sif {
@@ -109,28 +118,15 @@ impl BuildError {
                 Outcome::Exited(_) | Outcome::Signaled(_) | Outcome::TimedOut(_) => Fault::User,
                 Outcome::Cancelled => Fault::Infrastructure,
             },
-            Self::Bootstrap { is_user_fault, .. } => {
-                if *is_user_fault {
-                    Fault::User
-                } else {
-                    Fault::Infrastructure
-                }
+            Self::Image(error) if error.is_content_fault() => Fault::User,
+            Self::Squash { is_user_fault, .. } | Self::Bootstrap { is_user_fault, .. }
+                if *is_user_fault =>
+            {
+                Fault::User
             }
-            // A tree the id map does not cover or a name SquashFS cannot hold comes from the
-            // build's own content.
-            Self::Image(
-                ImageError::UnmappedId { .. }
-                | ImageError::BadName(_)
-                | ImageError::SymlinkTooLong(_)
-                | ImageError::TooManyIds
-                | ImageError::UnsafePath { .. }
-                | ImageError::BadHardLink { .. }
-                | ImageError::UnsupportedEntry { .. }
-                | ImageError::ParentNotADirectory { .. }
-                | ImageError::SymlinkLoop { .. }
-                | ImageError::TooManyEntries { .. },
-            ) => Fault::User,
             Self::Io { .. }
+            | Self::Bootstrap { .. }
+            | Self::Squash { .. }
             | Self::Sandbox(_)
             | Self::Image(_)
             | Self::Sif { .. }

@@ -6,9 +6,10 @@
 //! Both sides are [`Confined`] roots, so neither a context path nor a stage's symlink reaches
 //! outside its tree. From the context every symlink is followed (`cp -L`; the client already
 //! turned them into files); from a stage only the matched path itself is followed and links
-//! inside copied directories are kept. Owners are not preserved: a rootless worker cannot give
-//! files to subordinate ids from outside the sandbox, so copies belong to the image's root, as
-//! `cp` run by root makes them.
+//! inside copied directories are kept. Copies from the context belong to the image's root, as
+//! `cp` run by root makes them; copies from a stage keep their owners and modes, as
+//! SingularityCE's tar copy does, which needs the caller to be root of the build's user
+//! namespace (`super::tasks`).
 
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -141,13 +142,15 @@ pub fn glob(root: &Confined, pattern: &Path) -> io::Result<Vec<PathBuf>> {
 
 /// Copies `src_path` of `src` to `dst_path` of `dst` with `cp -fLr`'s rules: into an existing
 /// directory under the source's name, else to the destination (a trailing `/` creates it
-/// as a directory first). `follow_all` follows symlinks below the source too.
+/// as a directory first). `follow_all` follows symlinks below the source too; `keep_owners`
+/// gives each copy the owner, group and mode bits (setuid included) of its source.
 pub fn copy_entry(
     src: &Confined,
     src_path: &Path,
     dst: &Confined,
     dst_path: &str,
     follow_all: bool,
+    keep_owners: bool,
 ) -> io::Result<()> {
     if dst_path.ends_with('/') {
         dst.create_dir_all(Path::new(dst_path))?;
@@ -161,7 +164,17 @@ pub fn copy_entry(
             .ok_or_else(|| io::Error::other("the source has no name"))?;
         target.push(name);
     }
-    copy_tree(src, src_path, dst, &target, true, follow_all, 0)
+    let options = CopyOptions {
+        follow_all,
+        keep_owners,
+    };
+    copy_tree(src, src_path, dst, &target, true, options, 0)
+}
+
+#[derive(Clone, Copy)]
+struct CopyOptions {
+    follow_all: bool,
+    keep_owners: bool,
 }
 
 /// Deepest directory nesting copied.
@@ -173,7 +186,7 @@ fn copy_tree(
     dst: &Confined,
     to: &Path,
     follow: bool,
-    follow_all: bool,
+    options: CopyOptions,
     depth: usize,
 ) -> io::Result<()> {
     if depth > MAX_DEPTH {
@@ -182,7 +195,9 @@ fn copy_tree(
             from.display()
         )));
     }
-    match src.kind(from, follow)? {
+    let kind = src.kind(from, follow)?;
+    let is_symlink = matches!(kind, Some(Kind::Symlink(_)));
+    let copied = match kind {
         None => Err(io::Error::new(
             io::ErrorKind::NotFound,
             format!("{} does not exist", from.display()),
@@ -198,8 +213,8 @@ fn copy_tree(
                     &from.join(&name),
                     dst,
                     &to.join(&name),
-                    follow_all,
-                    follow_all,
+                    options.follow_all,
+                    options,
                     depth + 1,
                 )?;
             }
@@ -215,7 +230,16 @@ fn copy_tree(
             "{} is not a file, directory or symlink",
             from.display()
         ))),
+    };
+    copied?;
+    // A symlink copy leaves an existing non-link in place: that one keeps its owner.
+    let is_kept = is_symlink && !matches!(dst.kind(to, false)?, Some(Kind::Symlink(_)));
+    if options.keep_owners && !is_kept {
+        // After the contents: a directory's own mode may forbid writing into it.
+        let (uid, gid, mode) = src.owner_and_mode(from, follow)?;
+        dst.set_owner_and_mode(to, uid, gid, mode)?;
     }
+    Ok(())
 }
 
 /// The context-relative glob pattern of a `%files` source: relative sources resolve against the
@@ -283,16 +307,16 @@ mod tests {
         let matches = glob(&src, Path::new("*.txt")).unwrap();
         assert_eq!(matches, [PathBuf::from("one.txt")]);
         // Into an existing directory, under the source's name.
-        copy_entry(&src, Path::new("src"), &dst, "/opt", false).unwrap();
+        copy_entry(&src, Path::new("src"), &dst, "/opt", false, false).unwrap();
         assert_eq!(std::fs::read(b.join("opt/src/sub/f")).unwrap(), b"f");
         assert!(b.join("opt/src/sub/link").is_symlink());
         // A new name; a trailing slash makes a directory.
-        copy_entry(&src, Path::new("one.txt"), &dst, "/x/y.txt", false).unwrap();
-        copy_entry(&src, Path::new("one.txt"), &dst, "/new/", false).unwrap();
+        copy_entry(&src, Path::new("one.txt"), &dst, "/x/y.txt", false, false).unwrap();
+        copy_entry(&src, Path::new("one.txt"), &dst, "/new/", false, false).unwrap();
         assert_eq!(std::fs::read(b.join("x/y.txt")).unwrap(), b"1");
         assert_eq!(std::fs::read(b.join("new/one.txt")).unwrap(), b"1");
         // Following every link dereferences the one inside too.
-        copy_entry(&src, Path::new("src"), &dst, "/deref", true).unwrap();
+        copy_entry(&src, Path::new("src"), &dst, "/deref", true, false).unwrap();
         assert!(!b.join("deref/sub/link").is_symlink());
     }
 }

@@ -10,7 +10,8 @@
 //! stages (pure, refusing what a remote builder cannot do); [`build`] runs them: the agent fills
 //! each stage's rootfs, `%files` copies in through [`confined`] access, `%post` and `%test` run
 //! in the sandbox, [`stage_meta`] writes `/.singularity.d`, and the last stage becomes SquashFS
-//! and SIF.
+//! and SIF. [`tasks`] are the steps that run as root of the build's user namespace (squashing,
+//! `%files from <stage>`, removing trees), because `%post` may leave files only it can read.
 
 pub mod agents;
 pub mod build;
@@ -21,11 +22,12 @@ pub mod docker;
 pub mod error;
 pub mod files;
 pub mod layer;
+pub mod library;
 pub mod plan;
 pub mod progress;
 pub mod records_overlay;
 pub mod stage_meta;
-pub mod unpack;
+pub mod tasks;
 
 pub use build::{BuildEnv, BuildOptions, build};
 pub use error::BuildError;

@@ -85,6 +85,9 @@ pub enum SandboxError {
     /// The helper ended without reporting how the script ended.
     #[error("the sandbox helper ended without a report ({status})")]
     HelperDied { status: std::process::ExitStatus },
+    /// A task run in the user namespace failed; the message is the task's.
+    #[error("{name} in the build's user namespace failed: {message}")]
+    Task { name: String, message: String },
     /// Waiting for the helper failed.
     #[error("failed to wait for the sandbox helper")]
     WaitHelper(#[source] io::Error),

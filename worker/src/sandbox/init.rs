@@ -20,11 +20,14 @@ use nix::unistd::{ForkResult, Pid, fork};
 
 use super::error::{Result, SandboxError};
 use super::message::{
-    Channel, ExitStatus, FromHelper, FromInit, HelperSpec, StepFailure, ToHelper,
+    Channel, ExitStatus, FromHelper, FromInit, HelperSpec, StepFailure, TaskSpec, ToHelper,
 };
 use super::rootfs;
 use super::seccomp;
 use super::syscall::{LinuxSyscall, Syscall, c_path, c_strings};
+
+/// Longest task error passed on, bytes; the rest is cut.
+const MAX_TASK_ERROR_BYTES: usize = 16 * 1024;
 
 /// Name of the init in `ps` inside the sandbox.
 const INIT_NAME: &std::ffi::CStr = c"kiln-init";
@@ -42,23 +45,33 @@ pub(crate) fn namespace_flags(is_network_isolated: bool) -> CloneFlags {
     flags
 }
 
+/// Runs one task for [`super::Sandbox::run_task`]: gets the task's name and input, returns its
+/// output or why it failed. The worker binary passes its table of tasks to [`helper_main`].
+pub type TaskHandler = fn(name: &str, input: &str) -> std::result::Result<String, String>;
+
 /// Entry point of `kiln-worker sandbox-init`. The worker passes the control channel as stdin;
-/// everything else arrives on it. Returns once the sandbox is gone and reported.
-pub fn helper_main() -> Result<()> {
+/// everything else arrives on it. Returns once the sandbox is gone and reported. `tasks` runs
+/// the tasks [`super::Sandbox::run_task`] asks for.
+pub fn helper_main(tasks: TaskHandler) -> Result<()> {
     let channel = take_channel_from_stdin()?;
     let channel_error = |what: &str| {
         let what = what.to_owned();
         move |source| SandboxError::Channel { what, source }
     };
-    let Some((ToHelper::Start(spec), fds)) = channel
+    let spec = match channel
         .recv::<ToHelper>()
         .map_err(channel_error("receive the spec"))?
-    else {
-        return Err(SandboxError::Channel {
-            what: "receive the spec".into(),
-            source: io::Error::new(io::ErrorKind::InvalidData, "expected Start"),
-        });
+    {
+        Some((ToHelper::Start(spec), fds)) => (spec, fds),
+        Some((ToHelper::Task(task), _)) => return run_task(&channel, &task, tasks),
+        _ => {
+            return Err(SandboxError::Channel {
+                what: "receive the spec".into(),
+                source: io::Error::new(io::ErrorKind::InvalidData, "expected Start"),
+            });
+        }
     };
+    let (spec, fds) = spec;
     let Ok::<[OwnedFd; 2], _>([stdout, stderr]) = fds.try_into() else {
         return Err(SandboxError::Channel {
             what: "receive the output pipes".into(),
@@ -80,6 +93,41 @@ pub fn helper_main() -> Result<()> {
     channel
         .send(&FromHelper::Finished(status), &[])
         .map_err(channel_error("report the end"))
+}
+
+/// A task: only a new user namespace (the task is the worker's own code, not the build's, so
+/// it needs no mounts, pid namespace or limits), root in it with the build's id map, so that it
+/// can read, own and remove every file a sandboxed script could make.
+fn run_task(channel: &Channel, task: &TaskSpec, tasks: TaskHandler) -> Result<()> {
+    let channel_error = |what: &str| {
+        let what = what.to_owned();
+        move |source| SandboxError::Channel { what, source }
+    };
+    let sys = LinuxSyscall;
+    let entered = enter_namespace(&sys, channel, CloneFlags::CLONE_NEWUSER);
+    match entered {
+        Ok(true) => {}
+        Ok(false) => return Ok(()),
+        Err(failure) => {
+            return channel
+                .send(&FromHelper::Failed(failure), &[])
+                .map_err(channel_error("report a failure"));
+        }
+    }
+    let result = tasks(&task.name, &task.input).map_err(|mut message| {
+        // The report must fit one message.
+        if message.len() > MAX_TASK_ERROR_BYTES {
+            let mut end = MAX_TASK_ERROR_BYTES;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+        }
+        message
+    });
+    channel
+        .send(&FromHelper::TaskDone(result), &[])
+        .map_err(channel_error("report the task's end"))
 }
 
 /// Moves the control channel off fd 0 (close-on-exec, so the script never inherits it) and puts
@@ -110,7 +158,17 @@ fn prepare(
     // (kernel/user_namespace.c `create_user_ns`, `set_userns_rlimit_max`).
     sys.set_rlimit(spec.limits.process_limit())
         .map_err(|e| StepFailure::new("set the process limit", &e))?;
-    sys.unshare(namespace_flags(spec.is_network_isolated))
+    enter_namespace(sys, channel, namespace_flags(spec.is_network_isolated))
+}
+
+/// Unshares `flags`, waits while the worker writes the id maps and becomes root of the new user
+/// namespace. `Ok(false)` when the worker went away or asked to stop meanwhile.
+fn enter_namespace(
+    sys: &dyn Syscall,
+    channel: &Channel,
+    flags: CloneFlags,
+) -> std::result::Result<bool, StepFailure> {
+    sys.unshare(flags)
         .map_err(|e| StepFailure::new("unshare the namespaces", &e))?;
     channel
         .send(&FromHelper::Unshared, &[])

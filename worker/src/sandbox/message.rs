@@ -4,9 +4,10 @@
 //! `SCM_RIGHTS` (unix(7)).
 //!
 //! Who sends what:
-//! - worker → helper: [`ToHelper`]: `Start` (with the two output pipes), `Mapped`, `Kill`;
+//! - worker → helper: [`ToHelper`]: `Start` (with the two output pipes) or `Task`, `Mapped`,
+//!   `Kill`;
 //! - helper → worker: [`FromHelper`]: `Unshared`, `InitStarted`, warnings, a setup failure,
-//!   `Finished`;
+//!   `Finished`, or `TaskDone` for a task;
 //! - init and script → helper: [`FromInit`], forwarded to the worker.
 //!
 //! Every end a process does not use is closed (all are close-on-exec, and each side drops the
@@ -51,11 +52,23 @@ pub(crate) struct HelperSpec {
     pub limits: Limits,
 }
 
+/// A piece of the worker's own code to run as root of a new user namespace with the build's id
+/// map (see [`super::Sandbox::run_task`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(crate) struct TaskSpec {
+    /// Which task, for the helper's [`super::TaskHandler`].
+    pub name: String,
+    /// Its input, as the task defines it (JSON text).
+    pub input: String,
+}
+
 /// Worker → helper.
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) enum ToHelper {
     /// Run this script; the message carries the stdout and stderr pipes.
     Start(Box<HelperSpec>),
+    /// Run this task instead of a script.
+    Task(TaskSpec),
     /// The id maps are written: become root in the namespace and go on.
     Mapped,
     /// Kill the sandbox now (timeout or cancellation).
@@ -104,6 +117,8 @@ pub(crate) enum FromHelper {
     Failed(StepFailure),
     /// The sandbox is gone, every process of it reaped; this is how the script ended.
     Finished(ExitStatus),
+    /// The task ended: its output, or why it failed.
+    TaskDone(std::result::Result<String, String>),
 }
 
 /// Init (and the script before `execve`) → helper.

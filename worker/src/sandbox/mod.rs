@@ -83,7 +83,7 @@ mod syscall;
 
 pub use error::SandboxError;
 pub use id_map::{IdMap, IdMapEntry, SubordinateRange, find_subordinate_range};
-pub use init::helper_main;
+pub use init::{TaskHandler, helper_main};
 pub use limits::Limits;
 pub use output::{OutputLine, Stream};
 pub use process::{

@@ -18,7 +18,9 @@ use tokio_util::sync::CancellationToken;
 use super::error::{Result, SandboxError};
 use super::id_map::{IdMap, read_full_map, write_map};
 use super::limits::Limits;
-use super::message::{AsyncChannel, Channel, ExitStatus, FromHelper, HelperSpec, ToHelper};
+use super::message::{
+    AsyncChannel, Channel, ExitStatus, FromHelper, HelperSpec, TaskSpec, ToHelper,
+};
 use super::output::{OutputLine, Stream, forward_lines};
 use super::rootfs::RootfsSpec;
 
@@ -340,36 +342,12 @@ impl Sandbox {
             return Err(SandboxError::RelativeCommand(program));
         }
         let pipe_error = |what| move |source| SandboxError::CreatePipe { what, source };
-        let (worker_end, helper_end) = Channel::pair().map_err(pipe_error("control channel"))?;
         let (stdout_read, stdout_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| pipe_error("stdout pipe")(e.into()))?;
         let (stderr_read, stderr_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC)
             .map_err(|e| pipe_error("stderr pipe")(e.into()))?;
 
-        // The child execs the file it inherits (close-on-exec fds are still open during
-        // execve's lookup, and an ELF binary needs no path afterwards).
-        let helper_path = format!("/proc/self/fd/{}", self.helper_exe.as_raw_fd());
-        let mut helper = tokio::process::Command::new(helper_path);
-        helper
-            .arg0("kiln-worker")
-            .arg(HELPER_SUBCOMMAND)
-            .stdin(Stdio::from(helper_end.into_fd()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .env_clear()
-            .current_dir("/")
-            // If this future is dropped, the helper dies and the init follows it.
-            .kill_on_drop(true);
-        if let Some(user) = &self.config.run_as {
-            // std drops the supplementary groups too when a root parent sets a uid.
-            helper.uid(user.uid).gid(user.gid);
-        }
-        let mut helper = helper.spawn().map_err(|source| SandboxError::SpawnHelper {
-            path: self.config.helper_exe.clone(),
-            source,
-        })?;
-        let helper_pid = helper.id().unwrap_or_default();
-        let channel = AsyncChannel::new(worker_end).map_err(pipe_error("control channel"))?;
+        let (mut helper, helper_pid, channel) = self.spawn_helper()?;
         let channel_error = |what: &str| {
             let what = what.to_owned();
             move |source| SandboxError::Channel { what, source }
@@ -425,7 +403,8 @@ impl Sandbox {
                             status = Some(end);
                             break;
                         }
-                        None => break,
+                        // Only a task sends it; a script's helper never does.
+                        Some((FromHelper::TaskDone(_), _)) | None => break,
                     }
                 }
                 () = tokio::time::sleep_until(deadline), if stopped.is_none() => {
@@ -480,6 +459,116 @@ impl Sandbox {
             pid_namespace,
             warnings,
         })
+    }
+
+    /// Starts the helper (`kiln-worker sandbox-init`) with the control channel as its stdin.
+    fn spawn_helper(&self) -> Result<(tokio::process::Child, u32, AsyncChannel)> {
+        let (worker_end, helper_end) =
+            Channel::pair().map_err(|source| SandboxError::CreatePipe {
+                what: "control channel",
+                source,
+            })?;
+        // The child execs the file it inherits (close-on-exec fds are still open during
+        // execve's lookup, and an ELF binary needs no path afterwards).
+        let helper_path = format!("/proc/self/fd/{}", self.helper_exe.as_raw_fd());
+        let mut helper = tokio::process::Command::new(helper_path);
+        helper
+            .arg0("kiln-worker")
+            .arg(HELPER_SUBCOMMAND)
+            .stdin(Stdio::from(helper_end.into_fd()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .env_clear()
+            .current_dir("/")
+            // If the caller's future is dropped, the helper dies and the init follows it.
+            .kill_on_drop(true);
+        if let Some(user) = &self.config.run_as {
+            // std drops the supplementary groups too when a root parent sets a uid.
+            helper.uid(user.uid).gid(user.gid);
+        }
+        let helper = helper.spawn().map_err(|source| SandboxError::SpawnHelper {
+            path: self.config.helper_exe.clone(),
+            source,
+        })?;
+        let helper_pid = helper.id().unwrap_or_default();
+        let channel = AsyncChannel::new(worker_end).map_err(|source| SandboxError::CreatePipe {
+            what: "control channel",
+            source,
+        })?;
+        Ok((helper, helper_pid, channel))
+    }
+
+    /// Runs task `name` of the worker binary's [`super::TaskHandler`] as root of a new user
+    /// namespace with the sandbox's id maps, and returns its output. Inside, the task sees
+    /// files with the ids a sandboxed script gave them and may read, own and remove every one
+    /// of them: what the worker, outside, cannot do with a file `%post` made `0600` for another
+    /// user. The task is the worker's own code, so it gets no mounts, limits or timeout; `input`
+    /// and the output travel in one message each (at most about 100 KiB; pass bulk data in
+    /// files). Cancelling kills the helper and returns [`SandboxError::Task`].
+    pub async fn run_task(
+        &self,
+        name: &str,
+        input: &str,
+        cancel: &CancellationToken,
+    ) -> Result<String> {
+        let (mut helper, helper_pid, channel) = self.spawn_helper()?;
+        let channel_error = |what: &str| {
+            let what = what.to_owned();
+            move |source| SandboxError::Channel { what, source }
+        };
+        let task_error = |message: String| SandboxError::Task {
+            name: name.to_owned(),
+            message,
+        };
+        channel
+            .send(
+                &ToHelper::Task(TaskSpec {
+                    name: name.to_owned(),
+                    input: input.to_owned(),
+                }),
+                &[],
+            )
+            .await
+            .map_err(channel_error("send the task"))?;
+        let mut result = None;
+        let mut failure = None;
+        loop {
+            tokio::select! {
+                message = channel.recv::<FromHelper>() => {
+                    match message.map_err(channel_error("receive a report"))? {
+                        Some((FromHelper::Unshared, _)) => {
+                            self.write_maps(helper_pid).await?;
+                            channel.send(&ToHelper::Mapped, &[]).await
+                                .map_err(channel_error("send Mapped"))?;
+                        }
+                        Some((FromHelper::TaskDone(done), _)) => {
+                            result = Some(done);
+                            break;
+                        }
+                        Some((FromHelper::Failed(step), _)) => {
+                            failure.get_or_insert(step);
+                        }
+                        Some(_) => {}
+                        None => break,
+                    }
+                }
+                () = cancel.cancelled() => {
+                    let _ = helper.start_kill();
+                    let _ = helper.wait().await;
+                    return Err(task_error("cancelled".into()));
+                }
+            }
+        }
+        let status = helper.wait().await.map_err(SandboxError::WaitHelper)?;
+        match (result, failure) {
+            (Some(Ok(output)), _) => Ok(output),
+            (Some(Err(message)), _) => Err(task_error(message)),
+            (None, Some(step)) => Err(SandboxError::Setup {
+                step: step.step,
+                source: std::io::Error::from_raw_os_error(step.errno),
+            }),
+            (None, None) => Err(SandboxError::HelperDied { status }),
+        }
     }
 
     /// The helper's part of the configuration for `command`.

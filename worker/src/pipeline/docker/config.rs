@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Image config fields, from the config blob's `config` object and its top level.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -92,6 +92,132 @@ impl ImageConfig {
     }
 }
 
+/// The image config's `config` object as go-containerregistry's `v1.Config` holds it, in its
+/// field order, each field `omitempty`: what SingularityCE stores as the `oci-config.json` SIF
+/// object (`json.Marshal(cf.Config)`, sif-squashfs.md §2.1). Fields it does not know are
+/// dropped, as Go's decoder drops them; `WorkingDir`, `User` and the rest survive, so the
+/// runtimes that read the object (`singularity run --oci`, `singularity oci`) see them.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GoRunConfig {
+    #[serde(default, skip_serializing_if = "is_false")]
+    attach_stderr: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    attach_stdin: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    attach_stdout: bool,
+    #[serde(default, skip_serializing_if = "is_empty_list")]
+    cmd: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    healthcheck: Option<GoHealthConfig>,
+    #[serde(default, skip_serializing_if = "is_empty_text")]
+    domainname: Option<String>,
+    #[serde(default, skip_serializing_if = "is_empty_list")]
+    entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "is_empty_list")]
+    env: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "is_empty_text")]
+    hostname: Option<String>,
+    #[serde(default, skip_serializing_if = "is_empty_text")]
+    image: Option<String>,
+    #[serde(default, skip_serializing_if = "is_empty_map")]
+    labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "is_empty_list")]
+    on_build: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    open_stdin: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    stdin_once: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    tty: bool,
+    #[serde(default, skip_serializing_if = "is_empty_text")]
+    user: Option<String>,
+    #[serde(default, skip_serializing_if = "is_empty_set")]
+    volumes: Option<BTreeMap<String, EmptyObject>>,
+    #[serde(default, skip_serializing_if = "is_empty_text")]
+    working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "is_empty_set")]
+    exposed_ports: Option<BTreeMap<String, EmptyObject>>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    args_escaped: bool,
+    #[serde(default, skip_serializing_if = "is_false")]
+    network_disabled: bool,
+    #[serde(default, skip_serializing_if = "is_empty_text")]
+    mac_address: Option<String>,
+    #[serde(default, skip_serializing_if = "is_empty_text")]
+    stop_signal: Option<String>,
+    #[serde(default, skip_serializing_if = "is_empty_list")]
+    shell: Option<Vec<String>>,
+}
+
+/// go-containerregistry's `HealthConfig`: durations in nanoseconds.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct GoHealthConfig {
+    #[serde(default, skip_serializing_if = "is_empty_list")]
+    test: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    interval: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    timeout: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    start_period: i64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    retries: i64,
+}
+
+/// Go's `struct{}`: any JSON object in, `{}` out.
+#[derive(Debug, Default)]
+struct EmptyObject;
+
+impl<'de> Deserialize<'de> for EmptyObject {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        serde::de::IgnoredAny::deserialize(d).map(|_| Self)
+    }
+}
+
+impl Serialize for EmptyObject {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        s.serialize_map(Some(0))?.end()
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+fn is_empty_list(v: &Option<Vec<String>>) -> bool {
+    v.as_ref().is_none_or(Vec::is_empty)
+}
+fn is_empty_text(v: &Option<String>) -> bool {
+    v.as_ref().is_none_or(String::is_empty)
+}
+fn is_empty_map(v: &Option<BTreeMap<String, String>>) -> bool {
+    v.as_ref().is_none_or(BTreeMap::is_empty)
+}
+fn is_empty_set(v: &Option<BTreeMap<String, EmptyObject>>) -> bool {
+    v.as_ref().is_none_or(BTreeMap::is_empty)
+}
+
+#[derive(Deserialize)]
+struct RawGoConfig {
+    #[serde(default)]
+    config: Option<GoRunConfig>,
+}
+
+/// The `oci-config.json` SIF object for a config blob: its `config` object re-encoded as
+/// SingularityCE's `json.Marshal(v1.Config)` writes it (`{}` when the blob has none).
+///
+/// # Errors
+/// The blob is not JSON of the config's shape.
+pub fn oci_config_object(blob: &[u8]) -> Result<Vec<u8>, serde_json::Error> {
+    let raw: RawGoConfig = serde_json::from_slice(blob)?;
+    Ok(crate::metadata::to_go_json(&raw.config.unwrap_or_default()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,5 +240,21 @@ mod tests {
         assert_eq!(c.variant.as_deref(), Some("v8"));
         assert!(ImageConfig::parse(b"[1]").is_err());
         assert_eq!(ImageConfig::parse(b"{}").unwrap(), ImageConfig::default());
+    }
+
+    #[test]
+    fn oci_config_object_is_the_run_config_as_go_marshals_it() {
+        let blob = br#"{"architecture":"amd64","os":"linux",
+            "config":{"WorkingDir":"/data","Env":["PATH=/bin","A=<1>"],"Cmd":["sh"],
+            "Entrypoint":null,"Labels":{"b":"2","a":"1"},"User":"",
+            "Volumes":{"/v":{}},"ArgsEscaped":false,"Unknown":1,
+            "Healthcheck":{"Test":["CMD","true"],"Interval":1000}},
+            "rootfs":{"type":"layers","diff_ids":[]}}"#;
+        assert_eq!(
+            String::from_utf8(oci_config_object(blob).unwrap()).unwrap(),
+            r#"{"Cmd":["sh"],"Healthcheck":{"Test":["CMD","true"],"Interval":1000},"Env":["PATH=/bin","A=\u003c1\u003e"],"Labels":{"a":"1","b":"2"},"Volumes":{"/v":{}},"WorkingDir":"/data"}"#
+        );
+        assert_eq!(oci_config_object(b"{}").unwrap(), b"{}");
+        assert!(oci_config_object(br#"{"config":{"Cmd":"sh"}}"#).is_err());
     }
 }

@@ -221,6 +221,17 @@ pub enum PullError {
         /// The config's media type.
         media_type: String,
     },
+    /// An `oras` reference names something else than a SIF artifact.
+    #[error(
+        "{reference} is not a SIF stored as an OCI artifact (expected config {SIF_CONFIG_MEDIA_TYPE} \
+         and a {SIF_LAYER_MEDIA_TYPE} layer, found {found})"
+    )]
+    NotASif {
+        /// The reference.
+        reference: String,
+        /// The media types found.
+        found: String,
+    },
     /// The manifest lists no layers (SingularityCE's wording).
     #[error("no extractable OCI/Docker tar layers found in {reference}")]
     NoLayers {
@@ -418,6 +429,9 @@ pub struct PulledImage {
     pub config_json: Vec<u8>,
     /// The config fields the build uses.
     pub config: ImageConfig,
+    /// The `oci-config.json` SIF object: the config's `config` object as SingularityCE
+    /// re-encodes it ([`config::oci_config_object`]).
+    pub oci_config: Vec<u8>,
     /// Layers in application order.
     pub layers: Vec<PulledLayer>,
 }
@@ -506,16 +520,7 @@ pub async fn pull(
     progress: &dyn Progress,
 ) -> Result<PulledImage> {
     let name = reference.whole();
-    let session = Session {
-        client: registry_client(reference, options)?,
-        reference,
-        options,
-        progress,
-    };
-    let auth = match &options.credentials {
-        Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
-        None => RegistryAuth::Anonymous,
-    };
+    let (session, auth) = Session::open(reference, options, progress)?;
     progress.log(&format!("pulling {name} for {}", options.platform));
 
     let (manifest, manifest_digest, index_digest) = fetch_image_manifest(&session, &auth).await?;
@@ -542,10 +547,12 @@ pub async fn pull(
     let config_blob = BlobRef::new(&name, &manifest.config, options.max_config_bytes)?;
     let config_json = fetch_config(&session, &config_blob).await?;
     let config_digest = config_blob.digest;
-    let config = ImageConfig::parse(&config_json).map_err(|source| PullError::Config {
+    let config_error = |source| PullError::Config {
         digest: config_digest.clone(),
         source,
-    })?;
+    };
+    let config = ImageConfig::parse(&config_json).map_err(config_error)?;
+    let oci_config = config::oci_config_object(&config_json).map_err(config_error)?;
     check_config_platform(&config, &options.platform, progress)?;
 
     let session = &session;
@@ -568,7 +575,75 @@ pub async fn pull(
         config_digest,
         config_json,
         config,
+        oci_config,
         layers: pulled,
+    })
+}
+
+/// Config media type of a SIF pushed with `singularity push oras://` (sylabs/singularity
+/// `internal/pkg/client/oras`).
+pub const SIF_CONFIG_MEDIA_TYPE: &str = "application/vnd.sylabs.sif.config.v1+json";
+/// Layer media type of that SIF: the whole image file.
+pub const SIF_LAYER_MEDIA_TYPE: &str = "application/vnd.sylabs.sif.layer.v1.sif";
+
+/// A SIF pulled from an OCI registry (`Bootstrap: oras`), verified and held in the cache.
+#[derive(Debug)]
+pub struct PulledSif {
+    /// The reference pulled, normalised.
+    pub reference: String,
+    /// Digest of the artifact manifest.
+    pub manifest_digest: String,
+    /// The SIF file.
+    pub blob: BlobLease,
+}
+
+/// Pulls the SIF artifact `reference` into the cache: a manifest whose config has
+/// [`SIF_CONFIG_MEDIA_TYPE`] and whose one layer, [`SIF_LAYER_MEDIA_TYPE`], is the image. The
+/// registry client, retries, size bound (`max_layer_bytes`) and digest checks are the docker
+/// pull's.
+///
+/// # Errors
+/// [`PullError::NotASif`] for anything else, or a pull failure.
+pub async fn pull_sif(
+    reference: &Reference,
+    options: &PullOptions,
+    cache: &LayerCache,
+    progress: &dyn Progress,
+) -> Result<PulledSif> {
+    let name = reference.whole();
+    let (session, auth) = Session::open(reference, options, progress)?;
+    progress.log(&format!("pulling SIF artifact {name}"));
+    let (manifest, manifest_digest, _) = fetch_image_manifest(&session, &auth).await?;
+    let layers: Vec<&OciDescriptor> = manifest
+        .layers
+        .iter()
+        .filter(|l| l.media_type == SIF_LAYER_MEDIA_TYPE)
+        .collect();
+    let [layer] = layers[..] else {
+        let mut found = vec![format!("config {}", manifest.config.media_type)];
+        found.extend(
+            manifest
+                .layers
+                .iter()
+                .map(|l| format!("layer {}", l.media_type)),
+        );
+        return Err(PullError::NotASif {
+            reference: name,
+            found: found.join(", "),
+        });
+    };
+    if manifest.config.media_type != SIF_CONFIG_MEDIA_TYPE {
+        return Err(PullError::NotASif {
+            reference: name,
+            found: format!("config {}", manifest.config.media_type),
+        });
+    }
+    let blob = BlobRef::new(&name, layer, options.max_layer_bytes)?;
+    let blob = fetch_layer(&session, &blob, cache).await?;
+    Ok(PulledSif {
+        reference: name,
+        manifest_digest,
+        blob,
     })
 }
 
@@ -757,6 +832,27 @@ struct Session<'a> {
     reference: &'a Reference,
     options: &'a PullOptions,
     progress: &'a dyn Progress,
+}
+
+impl<'a> Session<'a> {
+    /// The registry client for `reference` and the credentials to present.
+    fn open(
+        reference: &'a Reference,
+        options: &'a PullOptions,
+        progress: &'a dyn Progress,
+    ) -> Result<(Self, RegistryAuth)> {
+        let session = Session {
+            client: registry_client(reference, options)?,
+            reference,
+            options,
+            progress,
+        };
+        let auth = match &options.credentials {
+            Some(c) => RegistryAuth::Basic(c.username.clone(), c.password.clone()),
+            None => RegistryAuth::Anonymous,
+        };
+        Ok((session, auth))
+    }
 }
 
 /// A blob to fetch, checked before any byte of it is accepted.

@@ -13,7 +13,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 /// Owner and permission bits of an entry as the layer declared them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntryMeta {
     /// Numeric owner, as in the tar header (or its PAX `uid`).
     pub uid: u64,
@@ -24,7 +24,7 @@ pub struct EntryMeta {
 }
 
 /// Character or block device.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DeviceKind {
     /// `S_IFCHR`.
     Char,
@@ -33,7 +33,7 @@ pub enum DeviceKind {
 }
 
 /// A device node the layer declared; nothing exists on disk at its path.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct DeviceNode {
     /// Character or block.
     pub kind: DeviceKind,
@@ -44,7 +44,7 @@ pub struct DeviceNode {
 }
 
 /// One extended attribute, from a PAX `SCHILY.xattr.<name>` record.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Xattr {
     /// Attribute name with its namespace, `security.capability`.
     pub name: OsString,
@@ -53,7 +53,7 @@ pub struct Xattr {
 }
 
 /// Everything recorded about one path.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EntryRecord {
     /// Owner and mode from the layer: set for every entry in record mode, and for device
     /// nodes in either mode.
@@ -70,10 +70,35 @@ impl EntryRecord {
     }
 }
 
-/// Records for a whole rootfs, across layers.
+/// Records for a whole rootfs, across layers. Serialized as a list of `[path bytes, record]`
+/// pairs: paths need not be UTF-8.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TreeRecords {
     entries: BTreeMap<PathBuf, EntryRecord>,
+}
+
+impl serde::Serialize for TreeRecords {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use std::os::unix::ffi::OsStrExt;
+        s.collect_seq(
+            self.entries
+                .iter()
+                .map(|(path, record)| (path.as_os_str().as_bytes(), record)),
+        )
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for TreeRecords {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use std::os::unix::ffi::OsStringExt;
+        let pairs = Vec::<(Vec<u8>, EntryRecord)>::deserialize(d)?;
+        Ok(Self {
+            entries: pairs
+                .into_iter()
+                .map(|(path, record)| (PathBuf::from(OsString::from_vec(path)), record))
+                .collect(),
+        })
+    }
 }
 
 impl TreeRecords {
