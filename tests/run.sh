@@ -27,6 +27,7 @@ trap cleanup EXIT
 
 cargo fmt --all --check
 cargo clippy --workspace --all-targets -- -D warnings
+tests/setup/validate-manifests.sh  # deploy/kubernetes against the Kubernetes schemas
 
 # Two registries on free 127.0.0.1 ports, plain and with basic auth, holding the fixtures built
 # by tests/src/fixtures.rs; kiln-fixtures stops them on SIGTERM (or on the Ctrl-C every process
