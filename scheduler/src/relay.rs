@@ -6,9 +6,9 @@
 //! on [`AppState::changes`] → `api/ws.rs` reads the store and sends frames.
 //!
 //! Delivery is at least once: a delivery is acked only after what it says is in the database.
-//! Log lines are batched: they collect per build for at most [`FLUSH_INTERVAL`] (or
-//! [`FLUSH_BYTES`]), are written as one append, and then every delivery up to the last one is
-//! acked at once (`multiple`). Any other event first flushes the batch, so a build's final state
+//! Log lines are batched: every delivery already waiting is taken (up to [`FLUSH_BYTES`]), the
+//! lines are written as one append per build, and then every delivery up to the last one is
+//! acked at once (`multiple`); a quiet stream is written at once, a busy one in batches. Any other event first flushes the batch, so a build's final state
 //! is always written after all of its log. Echoes of a redelivered job are dropped by their
 //! `(attempt, seq)`; events for a build that is already final (cancelled, expired) make the relay
 //! tell the worker to stop.
@@ -20,7 +20,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kiln_proto::amqp::declare::{connect, declare_topology};
 use kiln_proto::amqp::{Control, Event, EventMessage, Job, Topology};
 use lapin::message::Delivery;
@@ -167,6 +167,14 @@ impl<'a> Session<'a> {
                 delivery = events.next() => {
                     let delivery = delivery.ok_or(RelayError::ConsumerEnded("events"))??;
                     self.on_event(&events_channel, delivery).await?;
+                    // Take what else is already here, then write: one batch under load, no
+                    // waiting for the tick when the stream is quiet (live viewers see a line as
+                    // soon as it is stored).
+                    while let Some(next) = events.next().now_or_never() {
+                        let delivery = next.ok_or(RelayError::ConsumerEnded("events"))??;
+                        self.on_event(&events_channel, delivery).await?;
+                    }
+                    self.flush(&events_channel).await?;
                 }
                 delivery = dead_jobs.next() => {
                     let delivery = delivery.ok_or(RelayError::ConsumerEnded("dead jobs"))??;
