@@ -60,6 +60,8 @@ pub struct ClusterOptions {
     pub insecure_registries: Vec<String>,
     /// Seconds a worker drains for after SIGTERM.
     pub drain_grace_seconds: u64,
+    /// More `kiln-worker serve` arguments.
+    pub worker_args: Vec<String>,
 }
 
 impl Default for ClusterOptions {
@@ -72,6 +74,7 @@ impl Default for ClusterOptions {
             amqp_url: None,
             insecure_registries: Vec::new(),
             drain_grace_seconds: 30,
+            worker_args: Vec::new(),
         }
     }
 }
@@ -353,6 +356,7 @@ impl Cluster {
         for registry in &self.options.insecure_registries {
             command.args(["--insecure-registry", registry]);
         }
+        command.args(&self.options.worker_args);
         let child = command.spawn().expect("start kiln-worker serve");
         let worker = WorkerProcess { id, child, log };
         let deadline = Instant::now() + Duration::from_secs(30);

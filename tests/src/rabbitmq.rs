@@ -84,10 +84,12 @@ const NODE_START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(
 
 impl PrivateNode {
     /// Starts a node named `kiln-test-<random>@localhost` with `extra_config` lines added to its
-    /// `rabbitmq.conf` (for example `consumer_timeout = 5000`), and waits for its AMQP port.
+    /// `rabbitmq.conf` (for example `consumer_timeout = 5000`) and `advanced` as its
+    /// `advanced.config` (Erlang terms, `[].` for none; settings the new format lacks, like
+    /// `channel_tick_interval`), and waits for its AMQP port.
     ///
     /// Errors: `rabbitmq-server` is missing or the node does not come up.
-    pub fn start(extra_config: &[&str]) -> Result<PrivateNode> {
+    pub fn start(extra_config: &[&str], advanced: &str) -> Result<PrivateNode> {
         let name = format!("{}@localhost", unique_name("kiln-test")?);
         let port = crate::net::free_port()?;
         let dist_port = crate::net::free_port()?;
@@ -106,6 +108,7 @@ impl PrivateNode {
         };
         write("rabbitmq.conf", &config)?;
         write("enabled_plugins", "[].\n")?;
+        write("advanced.config", advanced)?;
         // The Debian wrapper runs the node as the rabbitmq user.
         let _ = Command::new("chown")
             .args(["-R", "rabbitmq:rabbitmq"])
@@ -145,6 +148,7 @@ impl PrivateNode {
             .env("RABBITMQ_DIST_PORT", self.dist_port.to_string())
             .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq"))
             .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_ADVANCED_CONFIG_FILE", dir.join("advanced.config"))
             .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
             .env("RABBITMQ_LOG_BASE", dir.join("log"));
         command::run(&mut command)?;

@@ -173,6 +173,35 @@ impl Topology {
         }
     }
 
+    /// Where worker `worker_id` keeps the jobs it has run for longer than the broker lets a
+    /// delivery stay unacked (RabbitMQ's `consumer_timeout`): it moves a running job here and
+    /// takes it straight back, which restarts the broker's clock. A copy the worker does not
+    /// take back (it died) expires after its message TTL and is dead-lettered to the job queue
+    /// of `arch`, so another worker runs it. Unused for a week, the queue goes away.
+    pub fn held_queue(&self, worker_id: &str, arch: &str) -> QueueSpec {
+        QueueSpec {
+            name: self.name(&format!("jobs.held.{worker_id}")),
+            arguments: vec![
+                ("x-queue-type".into(), Argument::Str("quorum".into())),
+                (
+                    "x-dead-letter-exchange".into(),
+                    Argument::Str(self.jobs_exchange().name),
+                ),
+                (
+                    "x-dead-letter-routing-key".into(),
+                    Argument::Str(Self::job_routing_key(arch)),
+                ),
+                (
+                    "x-dead-letter-strategy".into(),
+                    Argument::Str("at-least-once".into()),
+                ),
+                ("x-overflow".into(), Argument::Str("reject-publish".into())),
+                ("x-expires".into(), Argument::Int(7 * 24 * 3600 * 1000)),
+            ],
+            bindings: Vec::new(),
+        }
+    }
+
     /// The binding key a worker's private control queue uses on [`Self::control_exchange`].
     pub fn control_binding_key() -> &'static str {
         "cancel.*"

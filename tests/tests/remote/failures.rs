@@ -178,7 +178,7 @@ async fn a_scheduler_restart_mid_build_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_restart_loses_nothing() {
     let registry = registry();
-    let node = PrivateNode::start(&[]).expect("a private RabbitMQ node");
+    let node = PrivateNode::start(&[], "[].\n").expect("a private RabbitMQ node");
     let cluster = Cluster::start(ClusterOptions {
         amqp_url: Some(node.amqp_url()),
         insecure_registries: vec![registry.addr().to_owned()],
@@ -191,6 +191,45 @@ async fn a_broker_restart_loses_nothing() {
     node.start_again().expect("start the private node again");
     assert_succeeds(&cluster, &id).await;
     assert_viewer_saw_the_end(log).await;
+    assert_workers_serve(&cluster, &registry).await;
+    cluster.stop().await;
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn builds_outlive_the_broker_s_consumer_timeout() {
+    let registry = registry();
+    // The broker takes back a delivery unacked for 3 s, checking every 0.5 s; RabbitMQ's default
+    // is 30 min, checked every minute. Workers renew their jobs' leases after 1 s.
+    let node = PrivateNode::start(
+        &["consumer_timeout = 3000"],
+        "[{rabbit, [{channel_tick_interval, 500}]}].\n",
+    )
+    .expect("a private RabbitMQ node");
+    let cluster = Cluster::start(ClusterOptions {
+        amqp_url: Some(node.amqp_url()),
+        insecure_registries: vec![registry.addr().to_owned()],
+        worker_args: vec!["--lease-renewal".into(), "1".into()],
+        ..ClusterOptions::default()
+    })
+    .await;
+    let (id, log) = start_slow_build(&cluster, &registry, 9).await;
+    assert_succeeds(&cluster, &id).await;
+    assert_viewer_saw_the_end(log).await;
+    let logs = cluster.worker_logs();
+    let starts = logs
+        .lines()
+        .filter(|l| l.contains("job started") && l.contains(&id))
+        .count();
+    assert_eq!(starts, 1, "the build ran once, never redelivered:\n{logs}");
+    assert!(
+        logs.contains("renewed the job's lease"),
+        "the lease was renewed:\n{logs}"
+    );
+    assert!(
+        !logs.contains("consumer_timeout"),
+        "no delivery timed out:\n{logs}"
+    );
     assert_workers_serve(&cluster, &registry).await;
     cluster.stop().await;
     drop(node);

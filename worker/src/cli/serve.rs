@@ -74,6 +74,10 @@ pub struct ServeArgs {
     /// Seconds running builds get to finish after SIGTERM before they are given back.
     #[arg(long, env = "KILN_DRAIN_GRACE", default_value_t = 600)]
     drain_grace: u64,
+    /// Seconds a job's delivery stays unacked before the worker renews it through its held
+    /// queue; below the broker's consumer_timeout (RabbitMQ's default is 1800).
+    #[arg(long, env = "KILN_LEASE_RENEWAL", default_value_t = 900)]
+    lease_renewal: u64,
 }
 
 /// Runs `kiln-worker serve` until SIGTERM or Ctrl-C (drain) and a second one (give back now).
@@ -101,6 +105,7 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         max_context_bytes: args.max_context_bytes,
         heartbeat_interval: Duration::from_secs(args.heartbeat_interval.max(1)),
         drain_grace: Duration::from_secs(args.drain_grace),
+        lease_renewal: Duration::from_secs(args.lease_renewal.max(1)),
     };
     let sandbox = Sandbox::new(SandboxConfig {
         is_network_enabled: !args.no_network,

@@ -24,12 +24,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::StreamExt;
-use kiln_proto::amqp::declare::{connect, declare_topology};
+use kiln_proto::amqp::declare::{connect, declare_queue, declare_topology};
 use kiln_proto::amqp::{Control, EventMessage, Job, Topology, WorkerHeartbeat};
 use lapin::Acker;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    ConfirmSelectOptions, QueueBindOptions, QueueDeclareOptions,
 };
 use lapin::types::{AMQPValue, FieldTable};
 use tokio::task::JoinSet;
@@ -41,6 +41,16 @@ pub use transfer::{SchedulerClient, TransferError};
 
 use crate::image::SquashfsOptions;
 use crate::sandbox::Sandbox;
+
+/// How often running jobs are checked for a due lease renewal.
+const RENEWAL_CHECK: Duration = Duration::from_millis(500);
+
+/// How long a held copy waits for this worker to take it back before it goes back to the job
+/// queue for any worker: the delay before a build of a dead worker starts again elsewhere.
+const HELD_COPY_TTL: Duration = Duration::from_secs(30);
+
+/// Header of a held copy: the attempt number the job had.
+const ATTEMPT_HEADER: &str = "x-kiln-attempt";
 
 /// How a worker serves; built by the command line.
 #[derive(Debug, Clone)]
@@ -71,6 +81,9 @@ pub struct ServeConfig {
     pub heartbeat_interval: Duration,
     /// How long running builds may take to finish after the first shutdown signal.
     pub drain_grace: Duration,
+    /// How long a job's delivery stays unacked before the worker renews it through its held
+    /// queue; must be below the broker's `consumer_timeout` (RabbitMQ's default: 30 min).
+    pub lease_renewal: Duration,
 }
 
 /// Why serving stopped.
@@ -157,6 +170,7 @@ pub async fn serve(
             running: &running,
             is_draining: &is_draining,
             jobs: JoinSet::new(),
+            slots: HashMap::new(),
         };
         match session.run(&shutdown).await {
             Ok(()) => break,
@@ -192,14 +206,50 @@ pub async fn serve(
     Ok(())
 }
 
+/// Where a running job's delivery came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// The architecture's job queue: it counts against the job consumer's prefetch.
+    Jobs,
+    /// This worker's held queue (see [`Topology::held_queue`]).
+    Held,
+}
+
+/// A running job's delivery, which a lease renewal replaces.
+struct Slot {
+    handle: StopHandle,
+    acker: Acker,
+    source: Source,
+    delivered_at: tokio::time::Instant,
+    /// A copy is in the held queue, not yet back: the old delivery is already acked.
+    is_renewing: bool,
+    job_bytes: Vec<u8>,
+    attempt: u32,
+}
+
 /// One broker connection's worth of consuming.
 struct Session<'a> {
     config: &'a ServeConfig,
     worker: &'a Arc<Worker>,
     running: &'a Running,
     is_draining: &'a AtomicBool,
-    /// The jobs of this session: each ends with its delivery's acker and what to do with it.
-    jobs: JoinSet<(Acker, String, Settle)>,
+    /// The jobs of this session; each ends with its build id, handle and what to do with it.
+    jobs: JoinSet<(String, StopHandle, Settle)>,
+    /// The delivery each job of this session currently holds.
+    slots: HashMap<String, Slot>,
+}
+
+/// The channels and consumers of a session.
+struct Links {
+    /// Job consumer (job queue) and lease renewals (publishing, with confirms).
+    channel: lapin::Channel,
+    /// The job consumer, absent while every build slot is taken by held jobs or when draining.
+    jobs: Option<(String, lapin::Consumer)>,
+    /// Consumers started so far, for unique tags.
+    generation: u32,
+    /// Prefetch of the current job consumer.
+    prefetch: u16,
+    held_queue: String,
 }
 
 impl Session<'_> {
@@ -211,8 +261,8 @@ impl Session<'_> {
             self.abandon_all();
         }
         while let Some(joined) = self.jobs.join_next().await {
-            if let Ok((acker, build_id, settle)) = joined {
-                settle_delivery(&acker, &build_id, settle).await;
+            if let Ok((build_id, handle, settle)) = joined {
+                self.settle(&build_id, &handle, settle).await;
             }
         }
         let _ = connection.close(200, "worker stopping".into()).await;
@@ -225,6 +275,65 @@ impl Session<'_> {
         }
     }
 
+    /// Jobs whose delivery came from the held queue (or is on its way there).
+    fn held_count(&self) -> u16 {
+        let held = self
+            .slots
+            .values()
+            .filter(|slot| slot.source == Source::Held || slot.is_renewing)
+            .count();
+        u16::try_from(held).unwrap_or(u16::MAX)
+    }
+
+    /// Makes the job consumer's prefetch the free build slots: held jobs do not count against
+    /// a consumer's prefetch, so without this a worker would take more jobs than it can run.
+    async fn refresh_job_consumer(
+        &self,
+        links: &mut Links,
+        is_draining: bool,
+    ) -> Result<(), SessionError> {
+        let wanted = if is_draining {
+            0
+        } else {
+            self.config.concurrency.saturating_sub(self.held_count())
+        };
+        if links.jobs.is_some() && wanted == links.prefetch {
+            return Ok(());
+        }
+        if let Some((tag, _)) = links.jobs.take() {
+            links
+                .channel
+                .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
+                .await?;
+        }
+        links.prefetch = wanted;
+        if wanted == 0 {
+            return Ok(());
+        }
+        links
+            .channel
+            .basic_qos(wanted, BasicQosOptions::default())
+            .await?;
+        links.generation += 1;
+        let tag = format!("kiln-worker-{}-{}", self.config.worker_id, links.generation);
+        let consumer = links
+            .channel
+            .basic_consume(
+                self.config
+                    .topology
+                    .job_queue(&self.config.arch)
+                    .name
+                    .as_str()
+                    .into(),
+                tag.as_str().into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        links.jobs = Some((tag, consumer));
+        Ok(())
+    }
+
     async fn consume(
         &mut self,
         connection: &lapin::Connection,
@@ -234,52 +343,38 @@ impl Session<'_> {
         let topology = &config.topology;
         let channel = connection.create_channel().await?;
         declare_topology(&channel, topology, std::slice::from_ref(&config.arch)).await?;
+        let held = topology.held_queue(&config.worker_id, &config.arch);
+        declare_queue(&channel, &held).await?;
         channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await?;
+        let mut links = Links {
+            channel,
+            jobs: None,
+            generation: 0,
+            prefetch: 0,
+            held_queue: held.name.clone(),
+        };
+        self.refresh_job_consumer(&mut links, false).await?;
+        // Held jobs come on their own channel: its prefetch is the whole concurrency.
+        let held_channel = connection.create_channel().await?;
+        held_channel
             .basic_qos(config.concurrency, BasicQosOptions::default())
             .await?;
-        let consumer_tag = format!("kiln-worker-{}", config.worker_id);
-        let mut deliveries = channel
+        let mut held_deliveries = held_channel
             .basic_consume(
-                topology.job_queue(&config.arch).name.as_str().into(),
-                consumer_tag.as_str().into(),
+                held.name.as_str().into(),
+                format!("kiln-worker-{}-held", config.worker_id)
+                    .as_str()
+                    .into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
-        let control_channel = connection.create_channel().await?;
-        let control_queue = control_channel
-            .queue_declare(
-                "".into(),
-                QueueDeclareOptions {
-                    exclusive: true,
-                    auto_delete: true,
-                    ..QueueDeclareOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        control_channel
-            .queue_bind(
-                control_queue.name().clone(),
-                topology.control_exchange().name.as_str().into(),
-                Topology::control_binding_key().into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
-        let mut controls = control_channel
-            .basic_consume(
-                control_queue.name().clone(),
-                "kiln-worker-control".into(),
-                BasicConsumeOptions {
-                    no_ack: true,
-                    ..BasicConsumeOptions::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
+        let mut controls = control_consumer(connection, topology).await?;
         tracing::info!(queue = %topology.job_queue(&config.arch).name, "consuming jobs");
         let mut drain_deadline: Option<tokio::time::Instant> = None;
+        let mut renewals = tokio::time::interval(RENEWAL_CHECK);
         loop {
             if drain_deadline.is_some() && self.jobs.is_empty() {
                 return Ok(());
@@ -289,9 +384,13 @@ impl Session<'_> {
                     tracing::info!(grace = ?config.drain_grace, running = self.jobs.len(),
                         "draining: taking no new jobs");
                     self.is_draining.store(true, Ordering::SeqCst);
-                    channel
-                        .basic_cancel(consumer_tag.as_str().into(), BasicCancelOptions::default())
+                    held_channel
+                        .basic_cancel(
+                            format!("kiln-worker-{}-held", config.worker_id).as_str().into(),
+                            BasicCancelOptions::default(),
+                        )
                         .await?;
+                    self.refresh_job_consumer(&mut links, true).await?;
                     drain_deadline = Some(tokio::time::Instant::now() + config.drain_grace);
                 }
                 () = sleep_until(drain_deadline) => {
@@ -300,25 +399,141 @@ impl Session<'_> {
                     self.abandon_all();
                     drain_deadline = Some(tokio::time::Instant::now() + Duration::from_secs(3600));
                 }
-                delivery = deliveries.next(), if drain_deadline.is_none() => {
+                delivery = next_delivery(&mut links.jobs) => {
                     let delivery = delivery.ok_or(SessionError::ConsumerEnded("job"))??;
-                    self.start(delivery).await;
+                    self.start(delivery, Source::Jobs).await;
+                }
+                delivery = held_deliveries.next(), if drain_deadline.is_none() => {
+                    let delivery = delivery.ok_or(SessionError::ConsumerEnded("held job"))??;
+                    self.on_held(delivery, &mut links).await?;
                 }
                 control = controls.next() => {
                     let control = control.ok_or(SessionError::ConsumerEnded("control"))??;
                     self.on_control(&control.data);
                 }
+                _ = renewals.tick() => {
+                    self.renew_leases(&mut links, drain_deadline.is_some()).await?;
+                }
                 Some(joined) = self.jobs.join_next() => {
-                    if let Ok((acker, build_id, settle)) = joined {
-                        settle_delivery(&acker, &build_id, settle).await;
+                    if let Ok((build_id, handle, settle)) = joined {
+                        self.settle(&build_id, &handle, settle).await;
+                        self.refresh_job_consumer(&mut links, drain_deadline.is_some()).await?;
                     }
                 }
             }
         }
     }
 
+    /// Acks or gives back the job's current delivery and forgets the job.
+    async fn settle(&mut self, build_id: &str, handle: &StopHandle, settle: Settle) {
+        {
+            let mut running = lock(self.running);
+            if running
+                .get(build_id)
+                .is_some_and(|current| current.is_same(handle))
+            {
+                running.remove(build_id);
+            }
+        }
+        let Some(slot) = self
+            .slots
+            .remove(build_id)
+            .filter(|slot| slot.handle.is_same(handle))
+        else {
+            return;
+        };
+        if slot.is_renewing {
+            // The old delivery is acked and the copy not back: it will come and be dropped.
+            return;
+        }
+        settle_delivery(&slot.acker, build_id, settle).await;
+    }
+
+    /// Moves every job held close to the broker's delivery timeout into the held queue.
+    async fn renew_leases(
+        &mut self,
+        links: &mut Links,
+        is_draining: bool,
+    ) -> Result<(), SessionError> {
+        let due: Vec<String> = self
+            .slots
+            .iter()
+            .filter(|(_, slot)| {
+                !slot.is_renewing && slot.delivered_at.elapsed() >= self.config.lease_renewal
+            })
+            .map(|(id, _)| id.clone())
+            .collect();
+        for build_id in due {
+            let Some(slot) = self.slots.get_mut(&build_id) else {
+                continue;
+            };
+            let mut headers = FieldTable::default();
+            headers.insert(
+                ATTEMPT_HEADER.into(),
+                AMQPValue::LongLongInt(i64::from(slot.attempt)),
+            );
+            let properties = lapin::BasicProperties::default()
+                .with_delivery_mode(2)
+                .with_content_type("application/json".into())
+                .with_message_id(build_id.as_str().into())
+                .with_headers(headers)
+                .with_expiration(HELD_COPY_TTL.as_millis().to_string().into());
+            let confirmation = links
+                .channel
+                .basic_publish(
+                    "".into(),
+                    links.held_queue.as_str().into(),
+                    lapin::options::BasicPublishOptions::default(),
+                    &slot.job_bytes,
+                    properties,
+                )
+                .await?
+                .await?;
+            if let lapin::Confirmation::Nack(_) = confirmation {
+                tracing::warn!(%build_id, "the broker refused the held copy; trying again");
+                continue;
+            }
+            slot.is_renewing = true;
+            let acker = slot.acker.clone();
+            // Stop taking jobs into the slot this ack frees before it is freed.
+            self.refresh_job_consumer(links, is_draining).await?;
+            acker.ack(BasicAckOptions::default()).await?;
+            tracing::info!(%build_id, "renewed the job's lease through the held queue");
+        }
+        Ok(())
+    }
+
+    /// A job from the held queue: the copy of a running job coming back, or a job left there by
+    /// an earlier process with this worker id.
+    async fn on_held(
+        &mut self,
+        delivery: lapin::message::Delivery,
+        links: &mut Links,
+    ) -> Result<(), SessionError> {
+        let build_id = Job::from_bytes(&delivery.data)
+            .map(|job| job.build_id)
+            .unwrap_or_default();
+        match self.slots.get_mut(&build_id) {
+            Some(slot) if slot.is_renewing => {
+                slot.acker = delivery.acker;
+                slot.source = Source::Held;
+                slot.delivered_at = tokio::time::Instant::now();
+                slot.is_renewing = false;
+            }
+            Some(_) => {
+                // A second copy of a job that runs under another delivery.
+                delivery.acker.ack(BasicAckOptions::default()).await?;
+            }
+            None => {
+                self.start(delivery, Source::Held).await;
+                self.refresh_job_consumer(links, false).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Starts the job in `delivery`, or refuses it when it is unreadable.
-    async fn start(&mut self, delivery: lapin::message::Delivery) {
+    async fn start(&mut self, delivery: lapin::message::Delivery, source: Source) {
         let job = match Job::from_bytes(&delivery.data) {
             Ok(job) if job.arch == self.config.arch => job,
             Ok(job) => {
@@ -342,21 +557,23 @@ impl Session<'_> {
             previous.stop(Stop::Abandoned);
         }
         tracing::info!(build_id = %job.build_id, attempt, "job started");
+        self.slots.insert(
+            job.build_id.clone(),
+            Slot {
+                handle: handle.clone(),
+                acker: delivery.acker,
+                source,
+                delivered_at: tokio::time::Instant::now(),
+                is_renewing: false,
+                job_bytes: delivery.data,
+                attempt,
+            },
+        );
         let worker = Arc::clone(self.worker);
-        let running = Arc::clone(self.running);
-        let acker = delivery.acker;
         self.jobs.spawn(async move {
             let build_id = job.build_id.clone();
             let settle = job::run(worker, job, attempt, handle.clone()).await;
-            let mut running = lock(&running);
-            if running
-                .get(&build_id)
-                .is_some_and(|current| current.is_same(&handle))
-            {
-                running.remove(&build_id);
-            }
-            drop(running);
-            (acker, build_id, settle)
+            (build_id, handle, settle)
         });
     }
 
@@ -372,6 +589,57 @@ impl Session<'_> {
                 tracing::warn!(error = %error_chain(&error), "ignoring an unreadable control message");
             }
         }
+    }
+}
+
+/// An exclusive queue of this connection on the control exchange (every worker hears every
+/// cancel and acts on those of its own builds).
+async fn control_consumer(
+    connection: &lapin::Connection,
+    topology: &Topology,
+) -> Result<lapin::Consumer, SessionError> {
+    let channel = connection.create_channel().await?;
+    let queue = channel
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                auto_delete: true,
+                ..QueueDeclareOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    channel
+        .queue_bind(
+            queue.name().clone(),
+            topology.control_exchange().name.as_str().into(),
+            Topology::control_binding_key().into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let consumer = channel
+        .basic_consume(
+            queue.name().clone(),
+            "kiln-worker-control".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..BasicConsumeOptions::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    Ok(consumer)
+}
+
+/// The next delivery of the job consumer; pending while there is none.
+async fn next_delivery(
+    jobs: &mut Option<(String, lapin::Consumer)>,
+) -> Option<Result<lapin::message::Delivery, lapin::Error>> {
+    match jobs {
+        Some((_, consumer)) => consumer.next().await,
+        None => std::future::pending().await,
     }
 }
 
@@ -408,21 +676,30 @@ async fn settle_delivery(acker: &Acker, build_id: &str, settle: Settle) {
 }
 
 /// The delivery's attempt number, from 1: quorum queues count earlier deliveries in
-/// `x-delivery-count`.
+/// `x-delivery-count`; a job that went through a held queue carries the attempt it had then
+/// in [`ATTEMPT_HEADER`]. Only growth matters: the scheduler drops events of older attempts.
 fn delivery_attempt(headers: Option<&FieldTable>) -> u32 {
-    let count = headers
-        .and_then(|headers| headers.inner().get("x-delivery-count"))
-        .and_then(|value| match value {
-            AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
-            AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
-            AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
-            AMQPValue::LongUInt(n) => Some(*n),
-            AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
-            AMQPValue::ShortShortUInt(n) => Some(u32::from(*n)),
-            _ => None,
-        })
-        .unwrap_or(0);
-    count.saturating_add(1)
+    let number = |name: &str| {
+        headers
+            .and_then(|headers| headers.inner().get(name))
+            .and_then(header_number)
+            .unwrap_or(0)
+    };
+    number("x-delivery-count")
+        .saturating_add(number(ATTEMPT_HEADER))
+        .saturating_add(1)
+}
+
+fn header_number(value: &AMQPValue) -> Option<u32> {
+    match value {
+        AMQPValue::LongLongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::ShortInt(n) => u32::try_from(*n).ok(),
+        AMQPValue::LongUInt(n) => Some(*n),
+        AMQPValue::ShortUInt(n) => Some(u32::from(*n)),
+        AMQPValue::ShortShortUInt(n) => Some(u32::from(*n)),
+        _ => None,
+    }
 }
 
 /// Publishes a heartbeat every interval: who this worker is and what it runs.
