@@ -234,3 +234,29 @@ async fn builds_outlive_the_broker_s_consumer_timeout() {
     cluster.stop().await;
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_draining_worker_finishes_its_build_and_exits() {
+    let registry = registry();
+    let mut cluster = cluster(Db::Sqlite, &registry).await;
+    let (id, log) = start_slow_build(&cluster, &registry, 3).await;
+    let draining = worker_running(&cluster, &id).expect("a worker runs the build");
+    cluster.workers[draining].signal(Signal::SIGTERM);
+    let exit = cluster.workers[draining].wait_exit(BUILD_TIMEOUT);
+    assert!(
+        exit.is_some_and(|status| status.success()),
+        "the worker exits cleanly once its build is done: {exit:?}\n{}",
+        cluster.worker_logs()
+    );
+    assert_succeeds(&cluster, &id).await;
+    assert_viewer_saw_the_end(log).await;
+    let starts = cluster
+        .worker_logs()
+        .lines()
+        .filter(|l| l.contains("job started") && l.contains(&id))
+        .count();
+    assert_eq!(starts, 1, "built exactly once:\n{}", cluster.worker_logs());
+    // The other worker still serves.
+    assert_workers_serve(&cluster, &registry).await;
+    cluster.stop().await;
+}
