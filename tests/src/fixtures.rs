@@ -151,6 +151,27 @@ impl FixtureStore {
         Ok(path)
     }
 
+    /// The SIF file inside the `sif` fixture's layout (its artifact's one layer).
+    pub fn sif_image(&self) -> Result<PathBuf> {
+        let layout = self.layout(Fixture::Sif)?;
+        let read_json = |path: PathBuf| -> Result<serde_json::Value> {
+            let bytes = fs::read(&path).map_err(io_error("read", &path))?;
+            serde_json::from_slice(&bytes).map_err(|source| SupportError::Json {
+                what: "sif fixture layout",
+                source,
+            })
+        };
+        let blob = |digest: &serde_json::Value| {
+            let digest = digest.as_str().unwrap_or_default();
+            layout
+                .join("blobs/sha256")
+                .join(digest.trim_start_matches("sha256:"))
+        };
+        let index = read_json(layout.join("index.json"))?;
+        let manifest = read_json(blob(&index["manifests"][0]["digest"]))?;
+        Ok(blob(&manifest["layers"][0]["digest"]))
+    }
+
     fn cache_key(&self) -> Result<String> {
         let mut hasher = Sha256::new();
         for source in BUILDER_SOURCES {

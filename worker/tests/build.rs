@@ -368,6 +368,18 @@ fn sif_object(sif: &Path, name: &str) -> Vec<u8> {
     dump.stdout
 }
 
+/// Asserts the owner and mode string of each `(path, "uid/gid", mode)`.
+fn assert_entries(list: &[(String, String, String)], expected: &[(&str, &str, &str)]) {
+    for (path, owner, mode) in expected {
+        let found = entry(list, path);
+        assert_eq!(
+            (found.1.as_str(), found.2.as_str()),
+            (*owner, *mode),
+            "{path}"
+        );
+    }
+}
+
 fn entry<'a>(list: &'a [(String, String, String)], path: &str) -> &'a (String, String, String) {
     list.iter()
         .find(|(p, _, _)| p == path)
@@ -544,21 +556,17 @@ chmod 0640 /var/lib/private/state
 ";
 
 fn assert_private_entries(list: &[(String, String, String)]) {
-    for (path, owner, mode) in [
-        ("/home/bob", "1001/1001", "drwx------"),
-        ("/home/bob/.ssh", "1001/1001", "drwx------"),
-        ("/home/bob/secret", "1001/1001", "-rw-------"),
-        ("/home/bob/.ssh/id", "1001/1001", "-r--------"),
-        ("/var/lib/private", "1002/1003", "drwx------"),
-        ("/var/lib/private/state", "1002/1003", "-rw-r-----"),
-    ] {
-        let found = entry(list, path);
-        assert_eq!(
-            (found.1.as_str(), found.2.as_str()),
-            (owner, mode),
-            "{path}"
-        );
-    }
+    assert_entries(
+        list,
+        &[
+            ("/home/bob", "1001/1001", "drwx------"),
+            ("/home/bob/.ssh", "1001/1001", "drwx------"),
+            ("/home/bob/secret", "1001/1001", "-rw-------"),
+            ("/home/bob/.ssh/id", "1001/1001", "-r--------"),
+            ("/var/lib/private", "1002/1003", "drwx------"),
+            ("/var/lib/private/state", "1002/1003", "-rw-r-----"),
+        ],
+    );
 }
 
 /// The stage trees left in a work directory.
@@ -623,21 +631,17 @@ fn files_from_a_stage_keep_owners_and_modes() {
     let out = build_def(&scratch, &addr, &def, &sif, &[]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     let list = listing(&scratch, &sif);
-    for (path, owner, mode) in [
-        ("/copied/bob", "1001/1001", "drwx------"),
-        ("/copied/bob/.ssh/id", "1001/1001", "-r--------"),
-        ("/copied/bob/secret", "1001/1001", "-rw-------"),
-        ("/copied/var/lib/private", "1002/1003", "drwx------"),
-        ("/copied/var/lib/private/state", "1002/1003", "-rw-r-----"),
-        ("/usr/bin/setuid-tool", "0/1001", "-rwsr-x---"),
-    ] {
-        let found = entry(&list, path);
-        assert_eq!(
-            (found.1.as_str(), found.2.as_str()),
-            (owner, mode),
-            "{path}"
-        );
-    }
+    assert_entries(
+        &list,
+        &[
+            ("/copied/bob", "1001/1001", "drwx------"),
+            ("/copied/bob/.ssh/id", "1001/1001", "-r--------"),
+            ("/copied/bob/secret", "1001/1001", "-rw-------"),
+            ("/copied/var/lib/private", "1002/1003", "drwx------"),
+            ("/copied/var/lib/private/state", "1002/1003", "-rw-r-----"),
+            ("/usr/bin/setuid-tool", "0/1001", "-rwsr-x---"),
+        ],
+    );
     let run = worker(&["run", sif.to_str().unwrap()]);
     assert!(run.status.success(), "{}", text(&run.stderr));
     assert_eq!(text(&run.stdout), "secret\nstate\n");
@@ -662,14 +666,7 @@ fn oras_builds_on_a_sif_artifact_keeping_its_owners_and_metadata() {
         text(&out.stderr)
     );
     let list = listing(&scratch, &sif);
-    for (path, owner, mode) in SIF_OWNED_ENTRIES {
-        let found = entry(&list, path);
-        assert_eq!(
-            (found.1.as_str(), found.2.as_str()),
-            (*owner, *mode),
-            "{path}"
-        );
-    }
+    assert_entries(&list, SIF_OWNED_ENTRIES);
     assert_eq!(entry(&list, "/made").1, "1000/1000");
     assert_eq!(entry(&list, "/bin/busybox").1, "0/0");
     // The base image's runscript and environment survive; %environment is appended.
@@ -702,4 +699,159 @@ fn oras_builds_on_a_sif_artifact_keeping_its_owners_and_metadata() {
         last.contains("not a SIF stored as an OCI artifact") && last.contains("user"),
         "{stdout}"
     );
+}
+
+/// A Library API stand-in serving one SIF (issue #8's library is not on main yet):
+/// `GET /v1/images/{ref}?arch=amd64` for `kiln/tests/base:latest` and for
+/// `kiln/tests/tampered:latest` (whose record announces another hash), `GET /v1/imagefile/{ref}`
+/// as a 303 to an absolute blob URL, the blob itself. Stops when dropped.
+struct LibraryServer {
+    url: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl LibraryServer {
+    fn start(sif: Vec<u8>) -> Self {
+        use axum::extract::{Path as UrlPath, Query, State};
+        use axum::http::{StatusCode, header};
+        use axum::response::IntoResponse;
+        use sha2::Digest as _;
+
+        #[derive(Clone)]
+        struct Served {
+            sif: std::sync::Arc<Vec<u8>>,
+            hash: String,
+            base: String,
+        }
+        let hash = format!("sha256.{}", hex::encode(sha2::Sha256::digest(&sif)));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let served = Served {
+            sif: std::sync::Arc::new(sif),
+            hash,
+            base: url.clone(),
+        };
+        async fn image(
+            State(s): State<Served>,
+            UrlPath(reference): UrlPath<String>,
+            Query(query): Query<std::collections::HashMap<String, String>>,
+        ) -> axum::response::Response {
+            let hash = match reference.as_str() {
+                "kiln/tests/base:latest" => s.hash.clone(),
+                "kiln/tests/tampered:latest" => format!("sha256.{}", "0".repeat(64)),
+                _ => return StatusCode::NOT_FOUND.into_response(),
+            };
+            if query.get("arch").map(String::as_str) != Some("amd64") {
+                return StatusCode::NOT_FOUND.into_response();
+            }
+            axum::Json(serde_json::json!({"data": {
+                "id": "0123456789abcdef01234567", "hash": hash, "size": s.sif.len(),
+                "uploaded": true, "arch": "amd64"}}))
+            .into_response()
+        }
+        async fn imagefile(State(s): State<Served>) -> axum::response::Response {
+            (
+                StatusCode::SEE_OTHER,
+                [(header::LOCATION, format!("{}/_blob/base.sif", s.base))],
+            )
+                .into_response()
+        }
+        async fn blob(State(s): State<Served>) -> Vec<u8> {
+            s.sif.as_ref().clone()
+        }
+        let app = axum::Router::new()
+            .route("/v1/images/{*reference}", axum::routing::get(image))
+            .route("/v1/imagefile/{*reference}", axum::routing::get(imagefile))
+            .route("/_blob/base.sif", axum::routing::get(blob))
+            .with_state(served);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(async {
+                        let _ = stopped.await;
+                    })
+                    .await
+                    .unwrap();
+            });
+        });
+        Self {
+            url,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for LibraryServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+#[test]
+fn library_builds_on_a_sif_from_the_library_api_checking_its_hash() {
+    use kiln_tests::fixtures::{FixtureStore, SIF_OWNED_ENTRIES, SIF_RUNSCRIPT_OUTPUT};
+    let sif_bytes = std::fs::read(FixtureStore::in_target_dir().sif_image().unwrap()).unwrap();
+    let library = LibraryServer::start(sif_bytes);
+    let (_registry, addr) = registry();
+    let scratch = Scratch::new();
+    // `Library:` names the library; the build's --library is the fallback.
+    let sif = scratch.path("library.sif");
+    let def = format!(
+        "Bootstrap: library\nLibrary: {}\nFrom: kiln/tests/base:latest\n\n\
+         %post\necho made > /made\n",
+        library.url
+    );
+    let out = build_def(&scratch, &addr, &def, &sif, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = listing(&scratch, &sif);
+    assert_entries(&list, SIF_OWNED_ENTRIES);
+    entry(&list, "/made");
+    let run = worker(&["run", sif.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), format!("{SIF_RUNSCRIPT_OUTPUT}\n"));
+    let sif2 = scratch.path("library2.sif");
+    let def = "Bootstrap: library\nFrom: library://kiln/tests/base\n";
+    let out = build_def(&scratch, &addr, def, &sif2, &["--library", &library.url]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    // A missing image, a file that does not match its hash, an arch the library lacks: one
+    // clear line each, the user's fault.
+    for (from, extra, expected) in [
+        (
+            "kiln/tests/missing",
+            "amd64",
+            "does not exist in the library",
+        ),
+        ("kiln/tests/tampered", "amd64", "does not match its hash"),
+        ("kiln/tests/base", "arm64", "does not exist in the library"),
+    ] {
+        let def = format!("Bootstrap: library\nFrom: {from}\n");
+        let out = build_def(
+            &scratch,
+            &addr,
+            &def,
+            &scratch.path("bad.sif"),
+            &["--library", &library.url, "--arch", extra, "--json-events"],
+        );
+        assert!(!out.status.success(), "{from}");
+        let stdout = text(&out.stdout);
+        let last = stdout.lines().last().unwrap_or_default();
+        assert!(
+            last.contains(expected) && last.contains("user"),
+            "{from}: {stdout}"
+        );
+    }
 }
