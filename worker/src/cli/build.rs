@@ -274,6 +274,8 @@ pub fn run_image(args: RunArgs) -> anyhow::Result<i32> {
             .context("failed to read the system partition")?;
     }
     let rootfs = temp.path().join("rootfs");
+    kiln_worker::pipeline::confined::make_root(&rootfs)
+        .context("failed to create the rootfs directory")?;
     let runtime = tokio::runtime::Runtime::new().context("failed to start the runtime")?;
     let sandbox = sandbox()?;
     runtime.block_on(async {

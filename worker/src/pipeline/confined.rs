@@ -218,6 +218,20 @@ impl Confined {
         }
     }
 
+    /// Creates a FIFO at `path` (mode 0644 until the caller sets one); the parent must exist.
+    pub fn make_fifo(&self, path: &Path) -> io::Result<()> {
+        let (parent, name) = self.parent(path)?;
+        let Some(name) = name else {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        };
+        nix::unistd::mkfifoat(
+            parent.as_fd(),
+            name.as_path(),
+            Mode::from_bits_truncate(0o644),
+        )
+        .map_err(errno)
+    }
+
     /// Removes a file (not a directory) if it exists.
     pub fn remove_file(&self, path: &Path) -> io::Result<()> {
         let (parent, name) = self.parent(path)?;

@@ -26,6 +26,7 @@ pub mod library;
 pub mod plan;
 pub mod progress;
 pub mod records_overlay;
+pub mod squashfs_unpack;
 pub mod stage_meta;
 pub mod tasks;
 

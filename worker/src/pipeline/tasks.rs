@@ -451,13 +451,12 @@ struct UnsquashInput {
 }
 
 /// Unpacks the SquashFS image `squashfs` over the directory `dest` as root of the build's user
-/// namespace, with `unsquashfs` (squashfs-tools ≥ 4.5.1, which refuses entries that climb out
-/// of the destination, CVE-2021-40153/41072): files keep the owners the image gives them, as
-/// when SingularityCE unpacks a SIF base. Device nodes, which no user namespace may create,
-/// are skipped.
+/// namespace ([`super::squashfs_unpack`]): files keep the owners the image gives them, as when
+/// SingularityCE unpacks a SIF base. Device nodes, which no user namespace may create, are
+/// skipped.
 ///
 /// # Errors
-/// [`BuildError::Bootstrap`] (the image's fault) when `unsquashfs` fails.
+/// [`BuildError::Bootstrap`] (the image's fault unless the worker's disk failed) when unpacking fails.
 pub async fn unsquash(
     sandbox: &Sandbox,
     cancel: &CancellationToken,
@@ -482,41 +481,14 @@ pub async fn unsquash(
 }
 
 fn unsquash_here(input: &UnsquashInput) -> Result<(), TaskFailure> {
-    let output = std::process::Command::new("unsquashfs")
-        // The helper starts with an empty environment.
-        .env(
-            "PATH",
-            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-        )
-        .args([
-            "-no-progress",
-            "-no-xattrs",
-            "-force",
-            "-ignore-errors",
-            "-quiet",
-            "-dest",
-        ])
-        .arg(&input.dest)
-        .arg(&input.squashfs)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .map_err(|e| TaskFailure::infrastructure(format!("failed to run unsquashfs: {e}")))?;
-    // 2: non-fatal errors, such as the device nodes it could not create.
-    if matches!(output.status.code(), Some(0 | 2)) {
-        return Ok(());
-    }
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stderr
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    Err(TaskFailure {
-        message: format!(
-            "the SquashFS image {} could not be unpacked: {}",
-            input.squashfs.display(),
-            last.trim()
-        ),
-        is_user_fault: true,
-    })
+    super::squashfs_unpack::unpack_squashfs(&input.squashfs, &input.dest, true)
+        .map(drop)
+        .map_err(|error| TaskFailure {
+            message: format!(
+                "the SquashFS image {} could not be unpacked: {}",
+                input.squashfs.display(),
+                super::agents::chain(&error)
+            ),
+            is_user_fault: error.is_image_fault(),
+        })
 }
