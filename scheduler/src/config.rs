@@ -120,12 +120,29 @@ pub struct Limits {
     /// Seconds of drain on the first SIGTERM before open connections are cut.
     #[arg(long, env = "KILN_SHUTDOWN_GRACE", default_value_t = 10)]
     pub shutdown_grace_seconds: u64,
+    /// How often workers send heartbeats, seconds (the workers' own setting; keep them equal).
+    #[arg(long, env = "KILN_WORKER_HEARTBEAT", default_value_t = 10)]
+    pub worker_heartbeat_seconds: u64,
+    /// Heartbeats a worker may miss before the fleet view marks it lost.
+    #[arg(long, env = "KILN_WORKER_LOST_AFTER_HEARTBEATS", default_value_t = 3)]
+    pub worker_lost_heartbeats: u64,
+    /// Workers lost for this many seconds are dropped from the fleet view.
+    #[arg(long, env = "KILN_WORKER_FORGET", default_value_t = 86_400)]
+    pub worker_forget_seconds: u64,
 }
 
 impl Limits {
     /// The queue TTL as a duration.
     pub fn queue_ttl(&self) -> Duration {
         Duration::from_secs(self.queue_ttl_seconds)
+    }
+
+    /// How long after its last heartbeat a worker counts as lost, ms.
+    pub fn worker_lost_after_ms(&self) -> i64 {
+        let seconds = self
+            .worker_heartbeat_seconds
+            .saturating_mul(self.worker_lost_heartbeats.max(1));
+        i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX)
     }
 }
 
@@ -145,6 +162,9 @@ impl Default for Limits {
             context_ttl_seconds: 86_400,
             sweep_interval_seconds: 30,
             shutdown_grace_seconds: 10,
+            worker_heartbeat_seconds: 10,
+            worker_lost_heartbeats: 3,
+            worker_forget_seconds: 86_400,
         }
     }
 }

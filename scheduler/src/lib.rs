@@ -12,7 +12,9 @@ pub mod config;
 pub mod context_archive;
 pub mod definition;
 pub mod finish;
+pub mod fleet;
 pub mod library_ref;
+pub mod metrics;
 pub mod queue;
 pub mod relay;
 pub mod secrets;
@@ -111,6 +113,7 @@ pub async fn serve(
         changes,
         shutdown: shutdown.child_token(),
         tracker: tracker.clone(),
+        metrics: Arc::new(metrics::Metrics::new()),
     };
 
     tracker.spawn(relay::run(

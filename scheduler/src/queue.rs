@@ -18,8 +18,8 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use kiln_proto::amqp::declare::{connect, declare_topology};
 use kiln_proto::amqp::{Control, Job, Topology};
-use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::types::ShortString;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions, QueueDeclareOptions};
+use lapin::types::{FieldTable, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::Mutex;
 
@@ -57,6 +57,25 @@ pub trait Broker: Send + Sync + fmt::Debug {
     /// Publishes a control message to every worker; resolves once the broker confirmed it.
     fn publish_control<'a>(&'a self, control: &'a Control)
     -> BoxFuture<'a, Result<(), QueueError>>;
+
+    /// What the broker says about the job queue of `arch` (a passive declare, which counts
+    /// ready messages only, never unacked deliveries).
+    fn job_queue_stats<'a>(
+        &'a self,
+        arch: &'a str,
+    ) -> BoxFuture<'a, Result<QueueStats, QueueError>>;
+
+    /// Resolves once the broker answered (connecting first when needed): `/readyz`.
+    fn check(&self) -> BoxFuture<'_, Result<(), QueueError>>;
+}
+
+/// One queue as a passive declare reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Messages ready for delivery.
+    pub ready: u32,
+    /// Consumers attached.
+    pub consumers: u32,
 }
 
 /// The AMQP publisher.
@@ -139,6 +158,32 @@ impl AmqpBroker {
         }
     }
 
+    /// A fresh channel on the current connection, reconnecting once when the connection is
+    /// gone; for probes whose failures must not close the publishing channel.
+    async fn probe_channel(&self) -> Result<Channel, QueueError> {
+        let mut link = self.link.lock().await;
+        let mut reconnected = false;
+        loop {
+            if link.is_none() {
+                *link = Some(open_channel(&self.url, &self.topology, &self.arches).await?);
+                reconnected = true;
+            }
+            let Some((connection, _)) = link.as_ref() else {
+                unreachable!("the link was just made");
+            };
+            match connection.create_channel().await {
+                Ok(channel) => return Ok(channel),
+                Err(error) if reconnected => return Err(error.into()),
+                Err(_) => {
+                    // The connection died since it was made (broker restart): make a new one.
+                    if let Some((connection, _)) = link.take() {
+                        let _ = connection.close(200, "reconnecting".into()).await;
+                    }
+                }
+            }
+        }
+    }
+
     async fn publish_once(&self, message: &Outgoing) -> Result<(), QueueError> {
         let mut link = self.link.lock().await;
         if link.is_none() {
@@ -208,6 +253,40 @@ impl Broker for AmqpBroker {
                 mandatory: false,
             })
             .await
+        })
+    }
+
+    fn job_queue_stats<'a>(
+        &'a self,
+        arch: &'a str,
+    ) -> BoxFuture<'a, Result<QueueStats, QueueError>> {
+        Box::pin(async move {
+            let channel = self.probe_channel().await?;
+            let declared = channel
+                .queue_declare(
+                    self.topology.job_queue(arch).name.as_str().into(),
+                    QueueDeclareOptions {
+                        passive: true,
+                        ..QueueDeclareOptions::default()
+                    },
+                    FieldTable::default(),
+                )
+                .await;
+            // A failed passive declare closes the channel itself; a good one is closed here.
+            let queue = declared?;
+            let _ = channel.close(200, "probe done".into()).await;
+            Ok(QueueStats {
+                ready: queue.message_count(),
+                consumers: queue.consumer_count(),
+            })
+        })
+    }
+
+    fn check(&self) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move {
+            let channel = self.probe_channel().await?;
+            let _ = channel.close(200, "probe done".into()).await;
+            Ok(())
         })
     }
 }

@@ -11,7 +11,8 @@
 //! acked at once (`multiple`); a quiet stream is written at once, a busy one in batches. Any other event first flushes the batch, so a build's final state
 //! is always written after all of its log. Echoes of a redelivered job are dropped by their
 //! `(attempt, seq)`; events for a build that is already final (cancelled, expired) make the relay
-//! tell the worker to stop.
+//! tell the worker to stop. Heartbeats replace their worker's row (`store/workers.rs`) for the
+//! fleet view; every event is counted for `/metrics`.
 //!
 //! The relay owns its AMQP connection and reconnects with backoff; unacked deliveries return to
 //! the queue when a connection drops, so a broker or scheduler restart loses no event that
@@ -22,7 +23,7 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use kiln_proto::amqp::declare::{connect, declare_topology};
-use kiln_proto::amqp::{Control, Event, EventMessage, Job, Topology};
+use kiln_proto::amqp::{Control, Event, EventMessage, Job, Topology, WorkerHeartbeat};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -42,6 +43,12 @@ pub const FLUSH_BYTES: usize = 256 * 1024;
 
 /// Unacked deliveries the broker may hand the relay at once (the batch can hold that many).
 const PREFETCH: u16 = 1000;
+
+/// Characters kept of each text field of a heartbeat (worker id, host, arch, version).
+const MAX_HEARTBEAT_FIELD: usize = 256;
+
+/// Build ids kept from one heartbeat.
+const MAX_HEARTBEAT_BUILDS: usize = 256;
 
 /// Why one relay session ended.
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +83,8 @@ pub async fn run(state: AppState, amqp_url: String, shutdown: CancellationToken)
     }
 }
 
-fn error_chain(error: &dyn std::error::Error) -> String {
+/// `error: cause: cause...`, for one log field.
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -198,8 +206,13 @@ impl<'a> Session<'a> {
                 return Ok(());
             }
         };
+        self.state.metrics.count_event(message.event.kind());
+        if let Event::Heartbeat(heartbeat) = &message.event {
+            self.record_heartbeat(&message.worker_id, heartbeat).await?;
+            return Ok(());
+        }
         let Some(build_id) = message.build_id.clone().filter(|id| is_build_id(id)) else {
-            // Heartbeats (and events without a usable build id) are not persisted yet.
+            tracing::debug!(worker_id = %message.worker_id, "dropping an event without a build id");
             return Ok(());
         };
         if !self.accept(&build_id, &message).await? {
@@ -223,12 +236,18 @@ impl<'a> Session<'a> {
                 self.flush(channel).await?;
                 let phase = phase_name(build_state);
                 let now_ms = self.state.clock.now_ms();
+                let before = self.state.store.build(&build_id).await?;
                 let running = self
                     .state
                     .store
                     .mark_running(&build_id, &message.worker_id, &phase, now_ms)
                     .await?;
                 if running {
+                    if let Some(row) = before.filter(|row| row.start_ms.is_none()) {
+                        self.state
+                            .metrics
+                            .observe_queue_wait(now_ms - row.submit_ms);
+                    }
                     self.state.notify(&build_id);
                 } else {
                     self.cancel_worker(&build_id).await;
@@ -313,6 +332,12 @@ impl<'a> Session<'a> {
                 .store
                 .append_log(&build_id, &text, self.state.limits.max_log_bytes)
                 .await?;
+            if stored != LogAppend::Refused {
+                let lines = text.bytes().filter(|b| *b == b'\n').count();
+                self.state
+                    .metrics
+                    .count_log(lines as u64, text.len() as u64);
+            }
             match stored {
                 LogAppend::Stored | LogAppend::Truncated => self.state.notify(&build_id),
                 LogAppend::Refused => self.cancel_worker(&build_id).await,
@@ -353,8 +378,41 @@ impl<'a> Session<'a> {
         };
         if changed {
             tracing::info!(build_id, state = %outcome.state(), "build finished");
+            if let Some(row) = self.state.store.build(build_id).await? {
+                self.state.metrics.observe_finished(&row);
+            }
         }
         self.state.notify(build_id);
+        Ok(())
+    }
+
+    /// Stores a worker's heartbeat for the fleet view. Fields are bounded: a heartbeat comes
+    /// from a worker, which runs hostile builds.
+    async fn record_heartbeat(
+        &mut self,
+        worker_id: &str,
+        heartbeat: &WorkerHeartbeat,
+    ) -> Result<(), RelayError> {
+        let clip = |text: &str| text.chars().take(MAX_HEARTBEAT_FIELD).collect::<String>();
+        let heartbeat = WorkerHeartbeat {
+            host: clip(&heartbeat.host),
+            arch: clip(&heartbeat.arch),
+            worker_version: clip(&heartbeat.worker_version),
+            concurrency: heartbeat.concurrency,
+            builds: heartbeat
+                .builds
+                .iter()
+                .filter(|id| is_build_id(id))
+                .take(MAX_HEARTBEAT_BUILDS)
+                .cloned()
+                .collect(),
+            is_draining: heartbeat.is_draining,
+        };
+        let now_ms = self.state.clock.now_ms();
+        self.state
+            .store
+            .record_heartbeat(&clip(worker_id), &heartbeat, now_ms)
+            .await?;
         Ok(())
     }
 

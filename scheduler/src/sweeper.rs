@@ -1,5 +1,6 @@
-//! Periodic housekeeping: ends builds that ran out of time, backs up the broker's queue TTL, and
-//! collects build contexts nobody used for the context TTL.
+//! Periodic housekeeping: ends builds that ran out of time, backs up the broker's queue TTL,
+//! collects build contexts nobody used for the context TTL, and forgets workers whose
+//! heartbeats stopped long ago.
 //!
 //! Workers enforce a job's timeout themselves and the broker expires jobs that waited too long;
 //! the sweeper is the backstop for a worker that died silently, or a job that vanished, so that
@@ -79,6 +80,14 @@ pub async fn sweep(state: &AppState) -> Result<usize, StoreError> {
             .await?;
         tracing::info!(user_id = context.user_id, digest = %context.digest, "build context collected");
     }
+    let forget_ms = millis(state.limits.worker_forget_seconds);
+    let forgotten = state.store.forget_workers(now_ms - forget_ms).await?;
+    if forgotten > 0 {
+        tracing::info!(
+            forgotten,
+            "workers without heartbeats dropped from the fleet view"
+        );
+    }
     Ok(ended)
 }
 
@@ -91,6 +100,9 @@ async fn end(
 ) -> Result<bool, StoreError> {
     let changed = finish_build_fatally(&state.store, id, outcome, now_ms).await?;
     if changed {
+        if let Some(row) = state.store.build(id).await? {
+            state.metrics.observe_finished(&row);
+        }
         state.notify(id);
         tracing::info!(build_id = %id, state = %outcome.state(), "sweeper ended a build");
     }

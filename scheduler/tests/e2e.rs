@@ -447,7 +447,16 @@ macro_rules! on_both_backends {
     };
 }
 
+mod ops;
+use ops::metrics_move_with_relayed_builds_and_heartbeats_fill_the_fleet_view;
+
+#[tokio::test]
+async fn readyz_follows_a_broker_that_stops_and_comes_back() {
+    ops::readyz_follows_a_broker_that_stops_and_comes_back().await;
+}
+
 on_both_backends!(
+    metrics_move_with_relayed_builds_and_heartbeats_fill_the_fleet_view,
     jobs_reach_the_quorum_queue_and_bad_input_leaves_nothing,
     worker_events_drive_the_build_and_viewers_replay_then_close_1000,
     dead_lettered_and_expired_jobs_end_their_builds,

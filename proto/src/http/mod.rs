@@ -9,9 +9,11 @@
 mod build;
 mod discovery;
 mod envelope;
+mod fleet;
 mod upload;
 
 pub use build::{BuildContextRequest, BuildInfo, BuildRequest, VersionInfo};
 pub use discovery::{ServiceDocument, ServiceEntry};
 pub use envelope::{ErrorBody, Page, Response};
+pub use fleet::{QueueInfo, WorkerInfo, WorkerStatus};
 pub use upload::StoredBlob;

@@ -1,13 +1,16 @@
 //! The HTTP API, one module per area of the spec: `discovery` (build-api.md §2, §4.6), `auth`
 //! (§3), `build` (§4.1–4.3), `ws` (§4.4), `build_context` (§4.5) and `imagefile` (§5, until the
-//! library API lands). [`router`] builds the whole service from an [`AppState`]; tests call it
-//! with `tower::ServiceExt::oneshot`.
+//! library API lands); for operators, `health` (probes, metrics) and `admin` (fleet view).
+//! [`router`] builds the whole service from an [`AppState`]; tests call it with
+//! `tower::ServiceExt::oneshot`.
 
+mod admin;
 mod auth;
 mod build;
 mod build_context;
 mod discovery;
 mod error;
+mod health;
 mod imagefile;
 mod ws;
 
@@ -25,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Limits;
+use crate::metrics::{Metrics, track_http};
 use crate::queue::Broker;
 use crate::store::Store;
 
@@ -59,6 +63,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Tracks WebSocket tasks, so shutdown waits for them.
     pub tracker: TaskTracker,
+    /// The Prometheus registry and its series (`GET /metrics`).
+    pub metrics: Arc<Metrics>,
 }
 
 impl AppState {
@@ -111,10 +117,19 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/v1/imagefile/{*reference}", get(imagefile::download))
         .route("/v1/oci-redirect", get(imagefile::oci_redirect))
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/admin/workers", get(admin::workers))
+        .route("/v1/admin/queues", get(admin::queues))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .merge(uploads)
         .fallback(error::not_found)
         .layer(middleware::map_response(error::log_internal_errors))
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            track_http,
+        ))
         .with_state(state)
 }
 

@@ -59,6 +59,33 @@ impl Broker for RecordingBroker {
             Ok(())
         })
     }
+
+    /// Every recorded job counts as ready; fails while `fail` is set.
+    fn job_queue_stats<'a>(
+        &'a self,
+        _arch: &'a str,
+    ) -> BoxFuture<'a, Result<crate::queue::QueueStats, QueueError>> {
+        Box::pin(async move {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(QueueError::Nacked);
+            }
+            let ready = u32::try_from(self.jobs.lock().unwrap().len()).unwrap();
+            Ok(crate::queue::QueueStats {
+                ready,
+                consumers: 0,
+            })
+        })
+    }
+
+    /// Fails while `fail` is set.
+    fn check(&self) -> BoxFuture<'_, Result<(), QueueError>> {
+        Box::pin(async move {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(QueueError::Nacked);
+            }
+            Ok(())
+        })
+    }
 }
 
 pub(crate) struct Harness {
@@ -95,6 +122,7 @@ pub(crate) async fn harness(limits: Limits) -> Harness {
         changes: tokio::sync::broadcast::channel(16).0,
         shutdown: tokio_util::sync::CancellationToken::new(),
         tracker: tokio_util::task::TaskTracker::new(),
+        metrics: Arc::new(crate::metrics::Metrics::new()),
     };
     Harness {
         state,
@@ -927,3 +955,5 @@ async fn results_upload_once_and_download_by_ref() {
     let _ = &h.user;
     let _ = &h.dir;
 }
+
+mod ops;

@@ -1,5 +1,5 @@
-//! The scheduler's state in SQL: users and their tokens, builds, their persisted logs and the
-//! uploaded build contexts.
+//! The scheduler's state in SQL: users and their tokens, builds, their persisted logs, the
+//! uploaded build contexts and the workers' latest heartbeats.
 //!
 //! One [`Store`] over `sqlx::Any` serves both backends: a SQLite file under the data directory
 //! (the embedded default) and PostgreSQL (for several schedulers sharing one state). We chose
@@ -14,7 +14,9 @@
 mod builds;
 mod contexts;
 mod logs;
+mod stats;
 mod users;
+mod workers;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -26,25 +28,41 @@ use sqlx::{AnyPool, SqlSafeStr};
 pub use builds::{BuildRow, BuildState, FinalState, NewBuild};
 pub use contexts::{ContextRow, ContextState};
 pub use logs::{LogAppend, LogChunk};
+pub use stats::BuildCount;
 pub use users::{User, UserLimits};
+pub use workers::WorkerRow;
 
 /// One migration: version, description, SQL. Files are never edited once merged; a change is a
 /// new file in both folders and a new line in both lists.
 type MigrationFile = (i64, &'static str, &'static str);
 
 /// `migrations/sqlite/`, embedded.
-const SQLITE_MIGRATIONS: &[MigrationFile] = &[(
-    20261127000001,
-    "initial",
-    include_str!("../../migrations/sqlite/20261127000001_initial.sql"),
-)];
+const SQLITE_MIGRATIONS: &[MigrationFile] = &[
+    (
+        20261127000001,
+        "initial",
+        include_str!("../../migrations/sqlite/20261127000001_initial.sql"),
+    ),
+    (
+        20261127000004,
+        "workers",
+        include_str!("../../migrations/sqlite/20261127000004_workers.sql"),
+    ),
+];
 
 /// `migrations/postgres/`, embedded.
-const POSTGRES_MIGRATIONS: &[MigrationFile] = &[(
-    20261127000001,
-    "initial",
-    include_str!("../../migrations/postgres/20261127000001_initial.sql"),
-)];
+const POSTGRES_MIGRATIONS: &[MigrationFile] = &[
+    (
+        20261127000001,
+        "initial",
+        include_str!("../../migrations/postgres/20261127000001_initial.sql"),
+    ),
+    (
+        20261127000004,
+        "workers",
+        include_str!("../../migrations/postgres/20261127000004_workers.sql"),
+    ),
+];
 
 /// The migrator of a backend. Built from `include_str!` rather than `sqlx::migrate!`, which
 /// would compile sqlx a second time for its proc macro.
