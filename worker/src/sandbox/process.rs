@@ -388,7 +388,7 @@ impl Sandbox {
                                 .map_err(channel_error("send Mapped"))?;
                         }
                         Some((FromHelper::InitStarted, _)) => {
-                            pid_namespace = Some(self.open_pid_namespace(helper_pid)?);
+                            pid_namespace = self.open_pid_namespace(helper_pid)?;
                         }
                         Some((FromHelper::Warning(text), _)) => {
                             if warnings.len() < MAX_WARNINGS {
@@ -597,8 +597,10 @@ impl Sandbox {
     }
 
     /// Opens the helper's new pid namespace (`pid_for_children`, set by its unshare). The
-    /// helper is our unreaped child, so its pid cannot be reused meanwhile.
-    fn open_pid_namespace(&self, helper_pid: u32) -> Result<PidNamespace> {
+    /// helper is our unreaped child, so its pid cannot be reused meanwhile. `None` when the
+    /// helper already exited: it does so only after its init ended, and a pid namespace dies
+    /// with its init, so nothing of the sandbox can be left (a fast script, a loaded machine).
+    fn open_pid_namespace(&self, helper_pid: u32) -> Result<Option<PidNamespace>> {
         let path = self
             .config
             .proc_dir
@@ -608,9 +610,14 @@ impl Sandbox {
             path: path.clone(),
             source,
         };
-        let file = File::open(&path).map_err(scan_error)?;
+        let file = match File::open(&path) {
+            Ok(file) => file,
+            // A zombie has no namespaces left to show.
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(error) => return Err(scan_error(error)),
+        };
         let inode = file.metadata().map_err(scan_error)?.ino();
-        Ok(PidNamespace { _file: file, inode })
+        Ok(Some(PidNamespace { _file: file, inode }))
     }
 
     /// Writes the helper's uid and gid maps.
