@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 start=$(date +%s)
 
 ensure_packages ca-certificates gcc libc6-dev pkg-config git \
-    squashfs-tools siftool docker-registry skopeo umoci uidmap apache2-utils debootstrap busybox-static
+    squashfs-tools siftool docker-registry skopeo umoci uidmap apache2-utils debootstrap busybox-static \
+    podman runc binutils  # the autoscaler test: worker containers on podman's Docker API (runc)
 ensure_rabbitmq
 tests/setup/build-user.sh  # kiln-build with subordinate ids: the sandbox tests run as it
 

@@ -23,6 +23,8 @@ pub enum Command {
     Serve(ServeConfig),
     /// Manage users and tokens.
     Admin(AdminConfig),
+    /// Start and stop worker containers through the Docker Engine API as the queue demands.
+    Autoscale(AutoscaleConfig),
 }
 
 /// Where the state lives; shared by `serve` and `admin`.
@@ -229,4 +231,67 @@ pub enum TokenCommand {
         /// Login name.
         name: String,
     },
+}
+
+/// `kiln-scheduler autoscale`: keeps between `min` and `max` worker containers, as many as the
+/// queue of one architecture needs (see `autoscale/`).
+#[derive(Debug, Clone, Args)]
+pub struct AutoscaleConfig {
+    /// The Docker Engine API: `unix:///run/docker.sock`, `unix:///run/podman/podman.sock`,
+    /// `tcp://HOST:PORT` or `http://HOST:PORT`.
+    #[arg(long, env = "KILN_DOCKER")]
+    pub docker: String,
+    /// The worker image (deploy/container/worker.Containerfile), present on the engine.
+    #[arg(long, env = "KILN_WORKER_IMAGE")]
+    pub image: String,
+    /// Fewest worker containers kept running, even with an empty queue.
+    #[arg(long, env = "KILN_AUTOSCALE_MIN", default_value_t = 0)]
+    pub min: u32,
+    /// Most worker containers ever running.
+    #[arg(long, env = "KILN_AUTOSCALE_MAX", default_value_t = 4)]
+    pub max: u32,
+    /// The scheduler whose queue and fleet view are watched (base URL, plain HTTP).
+    #[arg(long, env = "KILN_SCHEDULER", default_value = "http://127.0.0.1:8080")]
+    pub scheduler: String,
+    /// An admin token of that scheduler (`kiln-scheduler admin token create`).
+    #[arg(long, env = "KILN_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: String,
+    /// The architecture whose queue the workers serve.
+    #[arg(long, env = "KILN_ARCH", default_value = "amd64")]
+    pub arch: String,
+    /// Builds one worker runs at once (its `KILN_CONCURRENCY`).
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: u32,
+    /// Seconds between two looks at the queue.
+    #[arg(long, env = "KILN_AUTOSCALE_INTERVAL", default_value_t = 5)]
+    pub interval_seconds: u64,
+    /// Seconds a worker must have been idle before it is stopped.
+    #[arg(long, env = "KILN_AUTOSCALE_IDLE", default_value_t = 60)]
+    pub idle_seconds: u64,
+    /// Seconds a new container has to send its first heartbeat before it counts as broken and
+    /// is removed.
+    #[arg(long, default_value_t = 120)]
+    pub start_timeout_seconds: u64,
+    /// Seconds a stopping worker gets after SIGTERM (its drain) before it is killed; keep it
+    /// above the workers' `KILN_DRAIN_GRACE`.
+    #[arg(long, default_value_t = 660)]
+    pub stop_timeout_seconds: u64,
+    /// Label value that marks this autoscaler's containers (`kiln.autoscale.group`); two
+    /// autoscalers on one engine need different groups.
+    #[arg(long, default_value = "kiln-worker")]
+    pub group: String,
+    /// `KEY=VALUE` for the workers' environment (`KILN_AMQP`, `KILN_SCHEDULER`, ...); repeat.
+    #[arg(long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// The containers' network (`host`, `bridge`, a network name); default: the engine's.
+    #[arg(long)]
+    pub network: Option<String>,
+    /// A security option for the containers (`unmask=ALL`, `seccomp=...`); repeat.
+    #[arg(long = "security-opt")]
+    pub security_opts: Vec<String>,
+    /// A capability added to the containers' bounding set; repeat. Rootless builds in a
+    /// container need `SYS_ADMIN` there for the setuid `newuidmap` (the worker itself runs as
+    /// the unprivileged build user) and `--security-opt unmask=ALL` to mount a build's /proc.
+    #[arg(long = "cap-add")]
+    pub cap_add: Vec<String>,
 }

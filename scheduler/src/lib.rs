@@ -7,6 +7,7 @@
 //! their own listener.
 
 pub mod api;
+pub mod autoscale;
 pub mod clock;
 pub mod config;
 pub mod context_archive;

@@ -19,6 +19,15 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .context("kiln-scheduler serve failed")
         }
+        Command::Autoscale(config) => {
+            let shutdown = CancellationToken::new();
+            tokio::spawn(watch_signals(shutdown.clone()));
+            let autoscaler = kiln_scheduler::autoscale::Autoscaler::new(config)
+                .await
+                .context("kiln-scheduler autoscale failed to start")?;
+            autoscaler.run(shutdown).await;
+            Ok(())
+        }
         Command::Admin(config) => {
             let output = kiln_scheduler::admin(config, &SystemClock)
                 .await

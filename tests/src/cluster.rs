@@ -311,6 +311,33 @@ impl Cluster {
         self.start_scheduler().await;
     }
 
+    /// A token of a new admin user `root` (for `/v1/admin/...`), made by the admin command.
+    pub async fn admin_token(&self) -> String {
+        let admin = |command| AdminConfig {
+            state: self.config.state.clone(),
+            command,
+        };
+        kiln_scheduler::admin(
+            admin(AdminCommand::User(UserCommand::Add {
+                name: "root".into(),
+                admin: true,
+                build_timeout: None,
+                max_concurrent_builds: None,
+            })),
+            &SystemClock,
+        )
+        .await
+        .expect("add the admin user");
+        kiln_scheduler::admin(
+            admin(AdminCommand::Token(TokenCommand::Create {
+                name: "root".into(),
+            })),
+            &SystemClock,
+        )
+        .await
+        .expect("create an admin token")
+    }
+
     /// Stops the scheduler and waits for it to end.
     pub async fn stop_scheduler(&mut self) {
         self.shutdown.cancel();

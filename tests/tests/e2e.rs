@@ -5,5 +5,6 @@
 mod fixtures;
 mod helper;
 mod image;
+mod ops;
 mod remote;
 mod services;
