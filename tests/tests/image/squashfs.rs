@@ -1,6 +1,6 @@
 //! `kiln_worker::image` applies pulled layers straight into a SquashFS image. For `layers` the
-//! image must list and restore what umoci unpacks from the same layout; for `evil` it must refuse
-//! the layers and leave the host untouched.
+//! image must list and restore what umoci unpacks from the same layout; for `evil` every name
+//! must land inside the image, as umoci keeps it, and the host stay untouched.
 
 use std::fs;
 use std::path::Path;
@@ -9,7 +9,7 @@ use std::process::Command;
 use kiln_tests::command::run_stdout;
 use kiln_tests::fixtures::{EVIL_HOST_PATHS, Fixture};
 use kiln_worker::image::tree::Meta;
-use kiln_worker::image::{ImageError, SquashfsOptions, Tree, apply_layer, write_squashfs};
+use kiln_worker::image::{SquashfsOptions, Tree, apply_layer, write_squashfs};
 
 use crate::helper::{is_root, layer_blobs, pull, registry, temp_dir, unpack};
 
@@ -98,24 +98,25 @@ fn layers_fixture_becomes_the_image_umoci_unpacks() {
 }
 
 #[test]
-fn evil_fixture_is_refused_and_the_host_untouched() {
+fn evil_fixture_lands_inside_the_image_and_the_host_untouched() {
     let registry = registry();
     let dir = temp_dir();
     let layout = pull(&registry, Fixture::Evil, dir.path(), None);
     let mut tree = Tree::new(Meta::implicit_dir());
-    let mut refused = None;
     for blob in layer_blobs(&layout) {
-        if let Err(e) = apply_layer(&mut tree, &blob) {
-            refused = Some(e);
-            break;
-        }
+        apply_layer(&mut tree, &blob).expect("the evil layers stay inside the image");
     }
-    let err = refused.expect("the evil layers were accepted");
-    assert!(
-        matches!(err, ImageError::UnsafePath { .. }),
-        "unexpected error: {err}"
-    );
-    assert!(err.to_string().contains("kiln-evil"), "{err}");
+    let image = dir.path().join("evil.sqfs");
+    let file = fs::File::create(&image).unwrap();
+    write_squashfs(&tree, &file, &SquashfsOptions::default()).unwrap();
+    let list = listing(&image, &[]);
+    // `../` and `/` names are resolved lexically inside the root, as umoci resolves them.
+    for inside in ["tmp/kiln-evil-dotdot", "tmp/kiln-evil-absolute"] {
+        assert!(
+            list.contains(&format!("squashfs-root/{inside}")),
+            "{inside} not inside the image:\n{list}"
+        );
+    }
     for host_path in EVIL_HOST_PATHS {
         assert!(
             !Path::new(host_path).exists(),

@@ -7,10 +7,11 @@
 //! lower layers, `.wh..wh..opq` empties a directory of its lower-layer entries, a hard link
 //! names an entry already in the image.
 //!
-//! Layers are untrusted. Paths that are absolute or contain `..` are rejected. Symlinks met in
-//! the middle of a path are resolved inside the image root (an absolute target or too many `..`
-//! stop at the root, like `securejoin`/umoci), so no entry lands outside the root; the final
-//! component is never followed. Nothing here touches the host filesystem except reading the blob.
+//! Layers are untrusted. Names follow [`super::changeset`]'s rules, the same as the on-disk
+//! applier's: resolved lexically with `..` stopping at the root. Symlinks met in the middle of a
+//! path are resolved inside the image root (an absolute target or too many `..` stop at the
+//! root, like `securejoin`/umoci), so no entry lands outside the root; the final component is
+//! never followed. Nothing here touches the host filesystem except reading the blob.
 
 use std::collections::{HashSet, VecDeque};
 use std::io::Read;
@@ -19,6 +20,7 @@ use std::path::Path;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::image::blob::open_blob;
+use crate::image::changeset::{Change, classify, logical_components};
 use crate::image::tree::{
     Content, MAX_NAME_BYTES, MAX_SYMLINK_BYTES, Meta, Node, NodeId, NodeKind, Tree,
 };
@@ -28,11 +30,6 @@ use crate::image::{ImageError, Result};
 pub const MAX_LAYER_ENTRIES: usize = 4_000_000;
 /// Symlinks followed while resolving one path, Linux's `MAXSYMLINKS`.
 const MAX_SYMLINK_HOPS: u32 = 40;
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-const OPAQUE_WHITEOUT: &[u8] = b".wh..wh..opq";
-/// `.wh..wh.` names other than the opaque marker are aufs bookkeeping (`.wh..wh.plnk`) and
-/// carry nothing for the image.
-const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 
 /// Applies the layer blob at `blob` (gzip, zstd or plain tar) on top of `tree`.
 ///
@@ -72,23 +69,6 @@ struct Applier<'a> {
     touched: HashSet<(NodeId, Vec<u8>)>,
 }
 
-/// The components of a tar path, without `.` and empty ones; `None` if the path is absolute or
-/// has a `..`.
-fn components(raw: &[u8]) -> Option<Vec<&[u8]>> {
-    if raw.starts_with(b"/") {
-        return None;
-    }
-    let mut out = Vec::new();
-    for c in raw.split(|&b| b == b'/') {
-        match c {
-            b"" | b"." => {}
-            b".." => return None,
-            c => out.push(c),
-        }
-    }
-    Some(out)
-}
-
 impl Applier<'_> {
     fn unsafe_path(&self, raw: &[u8]) -> ImageError {
         ImageError::UnsafePath {
@@ -110,40 +90,39 @@ impl Applier<'_> {
             return Ok(());
         }
         let raw = entry.path_bytes().into_owned();
-        let comps = components(&raw).ok_or_else(|| self.unsafe_path(&raw))?;
+        let (comps, _) = logical_components(&raw);
         let lossy = || String::from_utf8_lossy(&raw).into_owned();
         let meta = self.meta(entry)?;
-        let Some((name, parent_comps)) = comps.split_last() else {
+        let (parent_comps, name) = match classify(&comps) {
             // "./" itself: only a directory entry makes sense; it sets the root's metadata.
-            if kind.is_dir() {
+            Change::Root if kind.is_dir() => {
                 self.tree.nodes[Tree::ROOT].meta = meta;
                 return Ok(());
             }
-            return Err(self.unsafe_path(&raw));
-        };
-        let name = name.to_vec();
-        if name.len() > MAX_NAME_BYTES {
-            return Err(ImageError::BadName(lossy()));
-        }
-
-        if name.starts_with(WHITEOUT_PREFIX) {
-            let Some(parent) = self.resolve_dir(parent_comps, false, &raw)? else {
-                return Ok(());
-            };
-            if name == OPAQUE_WHITEOUT {
-                let touched = &self.touched;
-                if let Some(entries) = self.tree.entries_mut(parent) {
-                    entries.retain(|n, _| touched.contains(&(parent, n.clone())));
+            Change::Root => return Err(self.unsafe_path(&raw)),
+            Change::AufsMeta => return Ok(()),
+            Change::Opaque { parent } => {
+                if let Some(parent) = self.resolve_dir(parent, false, &raw)? {
+                    let touched = &self.touched;
+                    if let Some(entries) = self.tree.entries_mut(parent) {
+                        entries.retain(|n, _| touched.contains(&(parent, n.clone())));
+                    }
                 }
-            } else if !name.starts_with(AUFS_META_PREFIX) {
-                let hidden = name[WHITEOUT_PREFIX.len()..].to_vec();
-                if !self.touched.contains(&(parent, hidden.clone()))
+                return Ok(());
+            }
+            Change::Whiteout { parent, hidden } => {
+                if let Some(parent) = self.resolve_dir(parent, false, &raw)?
+                    && !self.touched.contains(&(parent, hidden.to_vec()))
                     && let Some(entries) = self.tree.entries_mut(parent)
                 {
-                    entries.remove(&hidden);
+                    entries.remove(hidden);
                 }
+                return Ok(());
             }
-            return Ok(());
+            Change::Entry { parent, leaf } => (parent, leaf.to_vec()),
+        };
+        if name.len() > MAX_NAME_BYTES {
+            return Err(ImageError::BadName(lossy()));
         }
 
         let parent = self.resolve_dir(parent_comps, true, &raw)?.ok_or_else(|| {
@@ -329,7 +308,7 @@ impl Applier<'_> {
     /// The node a hard link target names: intermediate symlinks resolved inside the root, the
     /// last component not followed.
     fn lookup(&mut self, raw: &[u8]) -> Result<Option<NodeId>> {
-        let comps = components(raw).ok_or_else(|| self.unsafe_path(raw))?;
+        let (comps, _) = logical_components(raw);
         let Some((name, parent)) = comps.split_last() else {
             return Ok(None);
         };
@@ -394,22 +373,5 @@ impl Applier<'_> {
             }
         }
         Ok(path.last().copied())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn components_reject_escapes_and_drop_dots() {
-        assert_eq!(
-            components(b"./a//b/./c").unwrap(),
-            vec![&b"a"[..], b"b", b"c"]
-        );
-        assert!(components(b"a/../../etc").is_none());
-        assert!(components(b"/etc/passwd").is_none());
-        assert!(components(b"..").is_none());
-        assert_eq!(components(b"./").unwrap(), Vec::<&[u8]>::new());
     }
 }

@@ -9,6 +9,7 @@
 //! the image is `kiln_proto::sif`'s.
 
 pub mod blob;
+pub mod changeset;
 pub mod dir_source;
 pub mod layers;
 pub mod squashfs;

@@ -35,7 +35,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::AsFd;
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::errno::Errno;
@@ -48,17 +48,12 @@ use nix::sys::time::TimeSpec;
 use nix::unistd::{Gid, Uid, UnlinkatFlags, fchown, fchownat, linkat, symlinkat, unlinkat};
 use tar::EntryType;
 
+use crate::image::changeset::{self, Change};
 use compression::LimitedReader;
 pub use compression::{Compression, decompress};
 pub use records::{DeviceKind, DeviceNode, EntryMeta, EntryRecord, TreeRecords, Xattr};
 use rootfs::{Missing, ResolveError, ResolvedDir, RootDir, is_type, stat_at};
 
-/// Name of the opaque-directory marker (OCI image-spec `layer.md`, "Opaque Whiteout").
-const OPAQUE_MARKER: &str = ".wh..wh..opq";
-/// Prefix of a whiteout file.
-const WHITEOUT_PREFIX: &[u8] = b".wh.";
-/// Prefix of aufs metadata (`.wh..wh.plnk`, `.wh..wh.aufs`); the opaque marker shares it.
-const AUFS_META_PREFIX: &[u8] = b".wh..wh.";
 /// Allowance per entry for tar headers and padding when bounding the decompressed stream: a
 /// header block, a PAX record and padding, with room for long names (bytes).
 const STREAM_OVERHEAD_PER_ENTRY: u64 = 4096;
@@ -408,32 +403,29 @@ impl LayerApplier {
         let name = raw_path.display().to_string();
         self.count_entry()?;
         pass.stats.entries += 1;
-        let (comps, climbed) = logical_components(&raw_path);
+        let (comps, climbed) = changeset::logical_components(raw_path.as_os_str().as_bytes());
         if climbed {
             pass.stats.contained += 1;
         }
         let info = read_info(entry, name)?;
         self.count_bytes(info.xattrs.iter().map(|x| x.value.len() as u64).sum())?;
-
-        let Some((leaf, parent)) = comps.split_last() else {
-            return self.apply_root(kind, &info, pass);
+        let owned = |c: &[&[u8]]| -> Vec<OsString> {
+            c.iter().map(|c| OsStr::from_bytes(c).to_owned()).collect()
         };
-        let is_aufs_meta =
-            |c: &OsString| c.as_bytes().starts_with(AUFS_META_PREFIX) && c != OPAQUE_MARKER;
-        if comps.iter().any(is_aufs_meta) {
-            // aufs bookkeeping (`.wh..wh.plnk/`, `.wh..wh.aufs`): not image content; Docker
-            // skips it too.
-            return Ok(());
-        }
-        if leaf == OPAQUE_MARKER {
-            pass.stats.whiteouts += 1;
-            return self.opaque(parent, &info.name, pass);
-        }
-        if let Some(hidden) = leaf.as_bytes().strip_prefix(WHITEOUT_PREFIX) {
-            pass.stats.whiteouts += 1;
-            return self.whiteout(parent, OsStr::from_bytes(hidden), &info.name, pass);
-        }
-
+        let (parent, leaf) = match changeset::classify(&comps) {
+            Change::Root => return self.apply_root(kind, &info, pass),
+            Change::AufsMeta => return Ok(()),
+            Change::Opaque { parent } => {
+                pass.stats.whiteouts += 1;
+                return self.opaque(&owned(parent), &info.name, pass);
+            }
+            Change::Whiteout { parent, hidden } => {
+                pass.stats.whiteouts += 1;
+                return self.whiteout(&owned(parent), OsStr::from_bytes(hidden), &info.name, pass);
+            }
+            Change::Entry { parent, leaf } => (owned(parent), OsStr::from_bytes(leaf).to_owned()),
+        };
+        let (parent, leaf) = (parent.as_slice(), &leaf);
         let dir = self.resolve_parent(parent, &info.name, pass)?;
         let phys = dir.physical.join(leaf);
         match kind {
@@ -939,22 +931,14 @@ impl EntryInfo {
     }
 }
 
-/// Splits an archive name into normal components, resolving `..` lexically with the rootfs as
-/// `/`: a `..` at the top stays there, as umoci (and so SingularityCE) and GNU tar's `-P`-less
-/// extraction keep such names inside the target. Leading `/` and `./` are dropped, since
-/// archives are relative to the rootfs either way. Also says whether a `..` climbed above the
-/// top, so the caller can report the name.
+/// [`changeset::logical_components`] of a path, as owned names.
 fn logical_components(path: &Path) -> (Vec<OsString>, bool) {
-    let mut out: Vec<OsString> = Vec::new();
-    let mut climbed = false;
-    for comp in path.components() {
-        match comp {
-            Component::Normal(c) => out.push(c.to_owned()),
-            Component::ParentDir => climbed |= out.pop().is_none(),
-            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
-        }
-    }
-    (out, climbed)
+    let (comps, climbed) = changeset::logical_components(path.as_os_str().as_bytes());
+    let owned = comps
+        .into_iter()
+        .map(|c| OsStr::from_bytes(c).to_owned())
+        .collect();
+    (owned, climbed)
 }
 
 fn read_info<R: Read>(entry: &mut tar::Entry<'_, R>, name: String) -> Result<EntryInfo> {
