@@ -461,7 +461,33 @@ on_both_backends!(
     worker_events_drive_the_build_and_viewers_replay_then_close_1000,
     dead_lettered_and_expired_jobs_end_their_builds,
     cancel_publishes_a_control_message,
+    concurrent_submissions_respect_the_per_user_limit,
 );
+
+async fn concurrent_submissions_respect_the_per_user_limit(db: Db) {
+    let scheduler = Scheduler::start(
+        db,
+        Limits {
+            max_concurrent_builds: 2,
+            ..Limits::default()
+        },
+    )
+    .await;
+    let answers = futures::future::join_all((0..12).map(|_| scheduler.submit(DEFINITION))).await;
+    let accepted = answers.iter().filter(|(code, _)| *code == 201).count();
+    assert_eq!(accepted, 2, "{answers:?}");
+    assert!(
+        answers.iter().all(|(code, _)| *code == 201 || *code == 429),
+        "{answers:?}"
+    );
+    let queue = scheduler.job_queue();
+    assert_eq!(
+        scheduler.passive_queue(&queue).await.map(|q| q.0),
+        Some(2),
+        "refused submissions queue nothing"
+    );
+    scheduler.stop().await;
+}
 
 async fn jobs_reach_the_quorum_queue_and_bad_input_leaves_nothing(db: Db) {
     let scheduler = Scheduler::start(db, Limits::default()).await;

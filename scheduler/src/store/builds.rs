@@ -220,6 +220,13 @@ impl Store {
     ///
     /// Returns false when the limit stopped it.
     pub async fn insert_build(&self, build: &NewBuild, max_active: u64) -> Result<bool> {
+        // Count and insert under the user's row lock: on PostgreSQL two concurrent submissions
+        // would otherwise both see room for one more build (SQLite serializes writers anyway).
+        let mut transaction = self.pool().begin().await?;
+        sqlx::query("UPDATE users SET id = id WHERE id = $1")
+            .bind(build.user_id)
+            .execute(&mut *transaction)
+            .await?;
         let done = sqlx::query(
             "INSERT INTO builds (id, user_id, state, arch, library_ref, definition, \
              context_digest, context_token_hash, result_token_hash, timeout_seconds, submit_ms) \
@@ -238,8 +245,9 @@ impl Store {
         .bind(super::users::saturating_i64(build.timeout_seconds))
         .bind(build.submit_ms)
         .bind(super::users::saturating_i64(max_active))
-        .execute(self.pool())
+        .execute(&mut *transaction)
         .await?;
+        transaction.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 
