@@ -10,6 +10,7 @@ mod build;
 mod discovery;
 mod envelope;
 mod fleet;
+pub mod library;
 mod upload;
 
 pub use build::{BuildContextRequest, BuildInfo, BuildRequest, VersionInfo};
