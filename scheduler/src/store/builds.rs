@@ -180,11 +180,14 @@ pub struct BuildRow {
     pub failure_reason: Option<String>,
     /// Size of the SIF the worker uploaded, bytes.
     pub result_size: Option<u64>,
+    /// `sha256.<hex>` of the SIF the worker uploaded.
+    pub result_checksum: Option<String>,
 }
 
 const BUILD_COLUMNS: &str = "SELECT id, user_id, state, phase, arch, library_ref, \
     context_digest, context_token_hash, result_token_hash, timeout_seconds, submit_ms, start_ms, \
-    complete_ms, worker_id, image_size, image_checksum, failure_reason, result_size FROM builds ";
+    complete_ms, worker_id, image_size, image_checksum, failure_reason, result_size, \
+    result_checksum FROM builds ";
 
 fn build_from_row(row: &AnyRow) -> Result<BuildRow> {
     let opt_u64 = |name: &str| -> Result<Option<u64>> {
@@ -210,6 +213,7 @@ fn build_from_row(row: &AnyRow) -> Result<BuildRow> {
         image_checksum: row.try_get("image_checksum")?,
         failure_reason: row.try_get("failure_reason")?,
         result_size: opt_u64("result_size")?,
+        result_checksum: row.try_get("result_checksum")?,
     })
 }
 
@@ -269,27 +273,6 @@ impl Store {
         let sql = format!("{BUILD_COLUMNS} WHERE id = $1");
         let row = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(id)
-            .fetch_optional(self.pool())
-            .await?;
-        row.as_ref().map(build_from_row).transpose()
-    }
-
-    /// The newest succeeded build of `user_id` whose result is `library_ref` for `arch`.
-    pub async fn succeeded_build_by_ref(
-        &self,
-        user_id: i64,
-        library_ref: &str,
-        arch: &str,
-    ) -> Result<Option<BuildRow>> {
-        let sql = format!(
-            "{BUILD_COLUMNS} WHERE user_id = $1 AND library_ref = $2 AND arch = $3 \
-             AND state = 'succeeded' AND result_size IS NOT NULL \
-             ORDER BY complete_ms DESC LIMIT 1"
-        );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(user_id)
-            .bind(library_ref)
-            .bind(arch)
             .fetch_optional(self.pool())
             .await?;
         row.as_ref().map(build_from_row).transpose()

@@ -1,5 +1,5 @@
 //! The scheduler's state in SQL: users and their tokens, builds, their persisted logs, the
-//! uploaded build contexts and the workers' latest heartbeats.
+//! uploaded build contexts, the workers' latest heartbeats, and the library's rows.
 //!
 //! One [`Store`] over `sqlx::Any` serves both backends: a SQLite file under the data directory
 //! (the embedded default) and PostgreSQL (for several schedulers sharing one state). We chose
@@ -13,6 +13,7 @@
 
 mod builds;
 mod contexts;
+mod library;
 mod logs;
 mod stats;
 mod users;
@@ -27,6 +28,7 @@ use sqlx::{AnyPool, SqlSafeStr};
 
 pub use builds::{BuildRow, BuildState, FinalState, NewBuild};
 pub use contexts::{ContextRow, ContextState};
+pub use library::{CollectionRow, ContainerRow, EntityRow, ImageRow, PartRow, TagRow, UploadRow};
 pub use logs::{LogAppend, LogChunk};
 pub use stats::BuildCount;
 pub use users::{User, UserLimits};
@@ -44,6 +46,11 @@ const SQLITE_MIGRATIONS: &[MigrationFile] = &[
         include_str!("../../migrations/sqlite/20261127000001_initial.sql"),
     ),
     (
+        20261127000002,
+        "library",
+        include_str!("../../migrations/sqlite/20261127000002_library.sql"),
+    ),
+    (
         20261127000004,
         "workers",
         include_str!("../../migrations/sqlite/20261127000004_workers.sql"),
@@ -56,6 +63,11 @@ const POSTGRES_MIGRATIONS: &[MigrationFile] = &[
         20261127000001,
         "initial",
         include_str!("../../migrations/postgres/20261127000001_initial.sql"),
+    ),
+    (
+        20261127000002,
+        "library",
+        include_str!("../../migrations/postgres/20261127000002_library.sql"),
     ),
     (
         20261127000004,

@@ -104,6 +104,18 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
+    /// The user with row id `id`, if any.
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<User>> {
+        let row = sqlx::query(
+            "SELECT id, name, is_admin, build_timeout_seconds, max_concurrent_builds \
+             FROM users WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
     /// Records a token (by its digest) for the user called `name`.
     ///
     /// # Errors
