@@ -20,7 +20,8 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTP API and relay build events.
-    Serve(ServeConfig),
+    // Boxed: the serve configuration is far larger than the admin one.
+    Serve(Box<ServeConfig>),
     /// Manage users and tokens.
     Admin(AdminConfig),
     /// Start and stop worker containers through the Docker Engine API as the queue demands.
@@ -73,6 +74,98 @@ pub struct ServeConfig {
     /// Limits and timings.
     #[command(flatten)]
     pub limits: Limits,
+    /// The library's storage and policies.
+    #[command(flatten)]
+    pub library: LibraryConfig,
+}
+
+/// How `GET /v1/imagefile` delivers a file (library-api.md §6.3).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DownloadMode {
+    /// `200` with the file as the body: every client generation takes it.
+    #[default]
+    Stream,
+    /// `303` to an expiring capability URL that answers `Range` with `206`, for clients that
+    /// download in concurrent parts.
+    Redirect,
+}
+
+/// The library: where image files live and the rules around them.
+#[derive(Debug, Clone, Args)]
+pub struct LibraryConfig {
+    /// Object store URL for image files (`s3://BUCKET[/PREFIX]`, …). Default: the directory
+    /// `objects` in the data directory.
+    #[arg(long = "object-store", env = "KILN_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// Options of the object store, `KEY=VALUE`, comma-separated (`aws_endpoint=http://…`,
+    /// `aws_allow_http=true`, `aws_access_key_id=…`, `aws_region=…`).
+    #[arg(
+        long = "object-store-option",
+        env = "KILN_OBJECT_STORE_OPTIONS",
+        value_delimiter = ',',
+        value_parser = parse_key_value
+    )]
+    pub object_store_options: Vec<(String, String)>,
+    /// Bytes of images one user may store in the library; 0 means unlimited.
+    #[arg(
+        long = "library-quota",
+        env = "KILN_LIBRARY_QUOTA",
+        default_value_t = 0
+    )]
+    pub quota_bytes: u64,
+    /// Entity that one- and two-component refs (`alpine`, `coll/alpine`) belong to.
+    #[arg(
+        long = "default-entity",
+        env = "KILN_DEFAULT_ENTITY",
+        default_value = "library"
+    )]
+    pub default_entity: String,
+    /// How downloads are answered.
+    #[arg(
+        long = "library-download",
+        env = "KILN_LIBRARY_DOWNLOAD",
+        value_enum,
+        default_value_t
+    )]
+    pub download: DownloadMode,
+    /// Bytes per part of a multipart upload (at least 5 MiB, as S3 wants).
+    #[arg(long = "library-part-size", env = "KILN_LIBRARY_PART_SIZE", default_value_t = 64 * 1024 * 1024)]
+    pub part_size_bytes: u64,
+    /// Seconds an upload or ranged-download URL stays valid.
+    #[arg(
+        long = "library-url-ttl",
+        env = "KILN_LIBRARY_URL_TTL",
+        default_value_t = 3600
+    )]
+    pub url_ttl_seconds: u64,
+    /// Seconds before the ephemeral image of a remote build without a library ref is deleted.
+    #[arg(
+        long = "ephemeral-ttl",
+        env = "KILN_EPHEMERAL_TTL",
+        default_value_t = 86_400
+    )]
+    pub ephemeral_ttl_seconds: u64,
+}
+
+impl Default for LibraryConfig {
+    fn default() -> Self {
+        Self {
+            object_store: None,
+            object_store_options: Vec::new(),
+            quota_bytes: 0,
+            default_entity: "library".into(),
+            download: DownloadMode::Stream,
+            part_size_bytes: 64 * 1024 * 1024,
+            url_ttl_seconds: 3600,
+            ephemeral_ttl_seconds: 86_400,
+        }
+    }
+}
+
+fn parse_key_value(text: &str) -> Result<(String, String), String> {
+    text.split_once('=')
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .ok_or_else(|| format!("expected KEY=VALUE, got {text:?}"))
 }
 
 /// The deployment's limits and timings.

@@ -2,7 +2,8 @@
 //!
 //! It parses and checks definitions (`kiln-definitions`), records builds (`store`), publishes
 //! jobs to the workers over AMQP (`queue`), relays their events to the database and to log
-//! viewers (`relay`, `api::ws`), and ends builds that outlive their limits (`sweeper`).
+//! viewers (`relay`, `api::ws`), serves the image library (`library`, files in `objects`), and
+//! ends builds that outlive their limits (`sweeper`).
 //! `main.rs` parses the command line and calls [`run`] or [`admin`]; tests call [`serve`] with
 //! their own listener.
 
@@ -14,8 +15,10 @@ pub mod context_archive;
 pub mod definition;
 pub mod finish;
 pub mod fleet;
+pub mod library;
 pub mod library_ref;
 pub mod metrics;
+pub mod objects;
 pub mod queue;
 pub mod relay;
 pub mod secrets;
@@ -51,6 +54,9 @@ pub enum RunError {
     /// The database could not be opened or migrated.
     #[error("failed to open the state")]
     Store(#[from] StoreError),
+    /// The object store could not be opened.
+    #[error("failed to open the object store")]
+    Objects(#[from] objects::ObjectsError),
     /// The HTTP server failed.
     #[error("the http server failed")]
     Serve(#[source] std::io::Error),
@@ -83,6 +89,11 @@ pub async fn serve(
         .await
         .map_err(RunError::DataDir)?;
     let store = Store::open(&config.state.database_url()).await?;
+    let objects = objects::Objects::open(
+        config.library.object_store.as_deref(),
+        &config.library.object_store_options,
+        &config.state.data,
+    )?;
     let public_url = match &config.public_url {
         Some(url) => url.trim_end_matches('/').to_owned(),
         None => format!("http://{}", listener.local_addr().map_err(RunError::Serve)?),
@@ -110,6 +121,8 @@ pub async fn serve(
         topology: Arc::new(topology),
         public_url: public_url.clone().into(),
         data_dir: Arc::new(config.state.data.clone()),
+        objects,
+        library: Arc::new(config.library.clone()),
         clock,
         changes,
         shutdown: shutdown.child_token(),

@@ -84,6 +84,21 @@ impl LibraryRef {
     pub fn entity(&self) -> &str {
         &self.entity
     }
+
+    /// The collection.
+    pub fn collection(&self) -> &str {
+        &self.collection
+    }
+
+    /// The container.
+    pub fn container(&self) -> &str {
+        &self.container
+    }
+
+    /// The (first) tag.
+    pub fn tag(&self) -> &str {
+        &self.tag
+    }
 }
 
 impl fmt::Display for LibraryRef {

@@ -15,7 +15,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(config) => {
             let shutdown = CancellationToken::new();
             tokio::spawn(watch_signals(shutdown.clone()));
-            kiln_scheduler::run(config, shutdown)
+            kiln_scheduler::run(*config, shutdown)
                 .await
                 .context("kiln-scheduler serve failed")
         }

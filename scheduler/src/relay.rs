@@ -255,12 +255,8 @@ impl<'a> Session<'a> {
             }
             Event::Finished(finished) => {
                 self.flush(channel).await?;
-                let uploaded = self
-                    .state
-                    .store
-                    .build(&build_id)
-                    .await?
-                    .and_then(|row| row.result_size);
+                let row = self.state.store.build(&build_id).await?;
+                let uploaded = row.as_ref().and_then(|row| row.result_size);
                 let outcome = match uploaded {
                     // The stored SIF is what clients download: it must be what the worker built.
                     Some(size) if size != finished.image_size => FinalState::Failed(format!(
@@ -271,6 +267,22 @@ impl<'a> Session<'a> {
                         image_size: finished.image_size,
                         image_checksum: finished.image_checksum.clone(),
                     },
+                };
+                // The result becomes a library image before the build reads as succeeded, so a
+                // client that sees success can download it.
+                let outcome = match (&outcome, row.as_ref().filter(|r| !r.state.is_final())) {
+                    (FinalState::Succeeded { .. }, Some(row)) => {
+                        match crate::library::publish_build_result(self.state, row).await {
+                            Ok(()) => outcome,
+                            Err(error) => {
+                                tracing::error!(build_id = %build_id, error = %error, "could not publish the build result");
+                                FinalState::Failed(
+                                    "the image could not be stored in the library".into(),
+                                )
+                            }
+                        }
+                    }
+                    _ => outcome,
                 };
                 self.finish(&build_id, outcome, None).await?;
             }

@@ -1,6 +1,6 @@
 //! Periodic housekeeping: ends builds that ran out of time, backs up the broker's queue TTL,
-//! collects build contexts nobody used for the context TTL, and forgets workers whose
-//! heartbeats stopped long ago.
+//! collects build contexts nobody used for the context TTL, forgets workers whose
+//! heartbeats stopped long ago, and expires ephemeral library images and dead upload URLs.
 //!
 //! Workers enforce a job's timeout themselves and the broker expires jobs that waited too long;
 //! the sweeper is the backstop for a worker that died silently, or a job that vanished, so that
@@ -88,6 +88,7 @@ pub async fn sweep(state: &AppState) -> Result<usize, StoreError> {
             "workers without heartbeats dropped from the fleet view"
         );
     }
+    crate::library::sweep_library(state).await?;
     Ok(ended)
 }
 

@@ -17,7 +17,8 @@ use kiln_proto::amqp::{
 };
 use kiln_scheduler::clock::SystemClock;
 use kiln_scheduler::config::{
-    AdminCommand, AdminConfig, Limits, ServeConfig, StateConfig, TokenCommand, UserCommand,
+    AdminCommand, AdminConfig, LibraryConfig, Limits, ServeConfig, StateConfig, TokenCommand,
+    UserCommand,
 };
 use lapin::options::{
     BasicAckOptions, BasicGetOptions, BasicNackOptions, BasicPublishOptions, ExchangeDeleteOptions,
@@ -112,6 +113,10 @@ struct Scheduler {
 
 impl Scheduler {
     async fn start(db: Db, limits: Limits) -> Self {
+        Self::start_with(db, limits, LibraryConfig::default()).await
+    }
+
+    async fn start_with(db: Db, limits: Limits, library: LibraryConfig) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let (pg, database) = match db {
             Db::Sqlite => (None, None),
@@ -166,6 +171,7 @@ impl Scheduler {
             amqp: amqp_url(),
             public_url: None,
             limits,
+            library,
         };
         let (base, shutdown, server) = spawn_server(config.clone()).await;
         let connection = Connection::connect(&amqp_url(), ConnectionProperties::default())
@@ -454,6 +460,9 @@ use ops::metrics_move_with_relayed_builds_and_heartbeats_fill_the_fleet_view;
 async fn readyz_follows_a_broker_that_stops_and_comes_back() {
     ops::readyz_follows_a_broker_that_stops_and_comes_back().await;
 }
+
+// The library API with a third-party client (uses the macro above, so it comes after it).
+mod library;
 
 on_both_backends!(
     metrics_move_with_relayed_builds_and_heartbeats_fill_the_fleet_view,

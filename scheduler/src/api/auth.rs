@@ -4,9 +4,9 @@
 
 use axum::Json;
 use axum::extract::FromRequestParts;
-use axum::http::StatusCode;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
@@ -26,6 +26,23 @@ fn bearer_token(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// The user an `Authorization` header names.
+///
+/// # Errors
+/// [`ApiError::Unauthorized`] for a malformed header or an unknown token.
+pub async fn authenticate(header: &HeaderValue, state: &AppState) -> Result<User, ApiError> {
+    let token = header
+        .to_str()
+        .ok()
+        .and_then(bearer_token)
+        .ok_or(ApiError::Unauthorized("malformed authorization header"))?;
+    state
+        .store
+        .user_by_token(&token_hash(token))
+        .await?
+        .ok_or(ApiError::Unauthorized("invalid token"))
+}
+
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
@@ -37,17 +54,7 @@ impl FromRequestParts<AppState> for AuthUser {
             .headers
             .get(AUTHORIZATION)
             .ok_or(ApiError::Unauthorized("missing token"))?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(bearer_token)
-            .ok_or(ApiError::Unauthorized("malformed authorization header"))?;
-        let user = state
-            .store
-            .user_by_token(&token_hash(token))
-            .await?
-            .ok_or(ApiError::Unauthorized("invalid token"))?;
-        Ok(Self(user))
+        Ok(Self(authenticate(header, state).await?))
     }
 }
 

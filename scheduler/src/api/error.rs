@@ -38,6 +38,9 @@ pub enum ApiError {
     /// A body larger than allowed (413).
     #[error("{0}")]
     TooLarge(String),
+    /// The owner's storage quota would be exceeded (507); the message has the figures.
+    #[error("{0}")]
+    InsufficientStorage(String),
     /// A limit on concurrent work (429).
     #[error("{0}")]
     TooManyRequests(String),
@@ -74,6 +77,7 @@ impl ApiError {
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Self::Rejected { status, .. } => *status,
             Self::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,

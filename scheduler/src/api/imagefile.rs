@@ -1,75 +1,26 @@
-//! Build results until the library API lands (issue #8): the worker `PUT`s the SIF to the
-//! capability URL of its job, and the client downloads it with
-//! `GET /v1/imagefile/{entity/collection/container:tag}?arch=` as a single 200 stream, the form
-//! every client generation accepts (library-api.md §6.3). `GET /v1/oci-redirect` answers 404,
-//! which makes the library client fall back to that legacy download (build-api.md §5.1).
+//! The worker's build result upload: the worker `PUT`s the finished SIF to the capability URL of
+//! its job (`Job.result_url`, answered with 201 and the stored size and digest). The file is
+//! streamed into the object store under the build's result key; once the build succeeds, the
+//! relay publishes it as a library image (`crate::library::publish_build_result`), which the
+//! client downloads with `GET /v1/imagefile/{ref}?arch=` like any other image.
+//! `GET /v1/oci-redirect` answers 404, which makes the library client use the library API
+//! (build-api.md §5.1).
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
-use axum::http::header::{CONTENT_LENGTH, CONTENT_TYPE};
-use axum::http::{HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
-use serde::Deserialize;
-use tokio_util::io::ReaderStream;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use kiln_proto::http::StoredBlob;
 
 use super::AppState;
-use super::auth::AuthUser;
 use super::error::{ApiError, data};
-use crate::library_ref::LibraryRef;
-use crate::secrets::{is_build_id, new_capability, token_hash};
-use crate::upload::{UploadError, receive};
-
-/// The query of `/v1/imagefile`.
-#[derive(Debug, Deserialize)]
-pub struct ImageQuery {
-    /// Go architecture name; default: the deployment's first.
-    arch: Option<String>,
-}
-
-/// `GET /v1/imagefile/{ref}?arch=`: the SIF of the user's latest succeeded build for that ref.
-/// Results of remote builds are private: 401 without a token, 404 for anyone else's.
-pub async fn download(
-    State(state): State<AppState>,
-    AuthUser(user): AuthUser,
-    Path(reference): Path<String>,
-    Query(query): Query<ImageQuery>,
-) -> Result<Response, ApiError> {
-    let not_found = || ApiError::NotFound("requested image was not found in the library".into());
-    let library_ref =
-        LibraryRef::parse(reference.trim_start_matches('/')).map_err(|_| not_found())?;
-    let arch = query
-        .arch
-        .filter(|a| !a.is_empty())
-        .or_else(|| state.limits.arches.first().cloned())
-        .unwrap_or_default();
-    let row = state
-        .store
-        .succeeded_build_by_ref(user.id, &library_ref.to_string(), &arch)
-        .await?
-        .ok_or_else(not_found)?;
-    let file = tokio::fs::File::open(result_path(&state, &row.id))
-        .await
-        .map_err(|_| not_found())?;
-    let length = file.metadata().await?.len();
-    Ok((
-        [
-            (
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            ),
-            (CONTENT_LENGTH, HeaderValue::from(length)),
-        ],
-        Body::from_stream(ReaderStream::new(file)),
-    )
-        .into_response())
-}
-
-fn result_path(state: &AppState, build_id: &str) -> std::path::PathBuf {
-    state.results_dir().join(format!("{build_id}.sif"))
-}
+use crate::library::result_key;
+use crate::objects::WriteError;
+use crate::secrets::{is_build_id, token_hash};
 
 /// `PUT /v1/build-result/{id}/{token}`: the worker's upload of the finished SIF of a queued or
-/// running build (the token from the job is the capability). 201 with size and digest.
+/// running build (the token from the job is the capability). 201 with size and digest. A
+/// redelivered job uploads again under the same key: the later file replaces the earlier.
 pub async fn upload_result(
     State(state): State<AppState>,
     Path((id, token)): Path<(String, String)>,
@@ -84,21 +35,29 @@ pub async fn upload_result(
     {
         return Err(not_found());
     }
-    let dir = state.results_dir();
-    tokio::fs::create_dir_all(&dir).await?;
-    let partial = dir.join(format!(".upload-{}", new_capability()));
-    let blob = receive(body, &partial, state.limits.max_image_bytes)
+    let pending = state
+        .objects
+        .write(
+            &result_key(&id),
+            body.into_data_stream(),
+            state.limits.max_image_bytes,
+        )
         .await
         .map_err(|error| match error {
-            UploadError::TooLarge(limit) => {
+            WriteError::TooLarge(limit) => {
                 ApiError::TooLarge(format!("the image is larger than {limit} bytes"))
             }
-            UploadError::Body(_) => ApiError::BadRequest("the upload was cut short".into()),
-            UploadError::Io(error) => ApiError::internal(error),
+            WriteError::Source(_) => ApiError::BadRequest("the upload was cut short".into()),
+            WriteError::Store(error) => ApiError::internal(error),
         })?;
-    tokio::fs::rename(&partial, result_path(&state, &id)).await?;
+    let blob = StoredBlob {
+        size: pending.size,
+        digest: format!("sha256.{}", pending.sha256),
+    };
+    pending.commit().await.map_err(ApiError::internal)?;
     if !state.store.set_result(&id, blob.size, &blob.digest).await? {
-        let _ = tokio::fs::remove_file(result_path(&state, &id)).await;
+        // The build ended while the file arrived: nothing will publish it.
+        let _ = state.objects.delete(&result_key(&id)).await;
         return Err(not_found());
     }
     tracing::info!(build_id = %id, size = blob.size, digest = %blob.digest, "build result stored");

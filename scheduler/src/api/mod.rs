@@ -1,6 +1,7 @@
 //! The HTTP API, one module per area of the spec: `discovery` (build-api.md §2, §4.6), `auth`
-//! (§3), `build` (§4.1–4.3), `ws` (§4.4), `build_context` (§4.5) and `imagefile` (§5, until the
-//! library API lands); for operators, `health` (probes, metrics) and `admin` (fleet view).
+//! (§3), `build` (§4.1–4.3), `ws` (§4.4), `build_context` (§4.5) and `imagefile` (the worker's
+//! result upload); for operators, `health` (probes, metrics) and `admin` (fleet view). The
+//! library API (library-api.md) is `crate::library`, merged in here.
 //! [`router`] builds the whole service from an [`AppState`]; tests call it with
 //! `tower::ServiceExt::oneshot`.
 
@@ -27,13 +28,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
-use crate::config::Limits;
+use crate::config::{LibraryConfig, Limits};
 use crate::metrics::{Metrics, track_http};
+use crate::objects::Objects;
 use crate::queue::Broker;
 use crate::store::Store;
 
+pub use auth::{AuthUser, authenticate};
 pub use build_context::remove_context_files;
-pub use error::{ApiError, AppJson};
+pub use error::{ApiError, AppJson, data};
 pub use ws::stream_log;
 
 /// Largest JSON body accepted, bytes: a definition of the parser's maximum size (1 MiB),
@@ -53,8 +56,12 @@ pub struct AppState {
     pub topology: Arc<Topology>,
     /// Base URL clients reach this service at, without trailing slash.
     pub public_url: Arc<str>,
-    /// The data directory (contexts and results live below it).
+    /// The data directory (contexts live below it).
     pub data_dir: Arc<PathBuf>,
+    /// Where library images and build results are stored.
+    pub objects: Objects,
+    /// The library's storage settings and policies.
+    pub library: Arc<LibraryConfig>,
     /// Tells the time.
     pub clock: Arc<dyn Clock>,
     /// Build ids whose log or state changed; log viewers wake on it.
@@ -71,11 +78,6 @@ impl AppState {
     /// Where build contexts of `user_id` are kept.
     pub fn contexts_dir(&self, user_id: i64) -> PathBuf {
         self.data_dir.join("contexts").join(user_id.to_string())
-    }
-
-    /// Where build results are kept.
-    pub fn results_dir(&self) -> PathBuf {
-        self.data_dir.join("results")
     }
 
     /// Tells log viewers of build `id` to look again. Nobody listening is fine.
@@ -95,7 +97,8 @@ pub fn router(state: AppState) -> Router {
             "/v1/build-result/{id}/{token}",
             put(imagefile::upload_result),
         )
-        // Uploads stream to disk and count against their own limits.
+        .merge(crate::library::file_routes())
+        // Uploads stream to storage and count against their own limits.
         .layer(DefaultBodyLimit::disable());
     Router::new()
         .route(
@@ -115,13 +118,13 @@ pub fn router(state: AppState) -> Router {
             "/v1/build-context-archive/{id}/{token}",
             get(build_context::download),
         )
-        .route("/v1/imagefile/{*reference}", get(imagefile::download))
         .route("/v1/oci-redirect", get(imagefile::oci_redirect))
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/admin/workers", get(admin::workers))
         .route("/v1/admin/queues", get(admin::queues))
+        .merge(crate::library::routes())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .merge(uploads)
         .fallback(error::not_found)

@@ -118,6 +118,8 @@ pub(crate) async fn harness(limits: Limits) -> Harness {
         topology: Arc::new(Topology::with_prefix("test.")),
         public_url: "http://kiln.test".into(),
         data_dir: Arc::new(dir.path().join("data")),
+        objects: crate::objects::Objects::open(None, &[], &dir.path().join("data")).unwrap(),
+        library: Arc::new(crate::config::LibraryConfig::default()),
         clock: clock.clone(),
         changes: tokio::sync::broadcast::channel(16).0,
         shutdown: tokio_util::sync::CancellationToken::new(),
@@ -135,15 +137,21 @@ pub(crate) async fn harness(limits: Limits) -> Harness {
 }
 
 /// One answer: status, headers, body as JSON (`Null` when empty or not JSON).
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    body: Value,
-    bytes: Vec<u8>,
+pub(crate) struct Answer {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+    pub bytes: Vec<u8>,
 }
 
 impl Harness {
-    async fn call(&self, method: Method, uri: &str, auth: Option<&str>, body: Body) -> Answer {
+    pub(crate) async fn call(
+        &self,
+        method: Method,
+        uri: &str,
+        auth: Option<&str>,
+        body: Body,
+    ) -> Answer {
         let mut request = Request::builder().method(method).uri(uri);
         if let Some(auth) = auth {
             request = request.header("authorization", auth);
@@ -168,7 +176,7 @@ impl Harness {
         }
     }
 
-    fn bearer(&self) -> String {
+    pub(crate) fn bearer(&self) -> String {
         format!("BEARER {}", self.token)
     }
 
@@ -199,7 +207,7 @@ impl Harness {
     }
 }
 
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+pub(crate) fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
@@ -217,7 +225,7 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// Asserts a json-resp error envelope with this status and a message containing `needle`.
-fn assert_error(answer: &Answer, status: StatusCode, needle: &str) {
+pub(crate) fn assert_error(answer: &Answer, status: StatusCode, needle: &str) {
     assert_eq!(answer.status, status, "body: {}", answer.body);
     assert_eq!(
         answer.body["error"]["code"],
@@ -916,6 +924,18 @@ async fn results_upload_once_and_download_by_ref() {
         StatusCode::NOT_FOUND,
         "not found",
     );
+    // A redelivered job uploads again: the same build, the same file, still one image.
+    let again = h
+        .call(Method::PUT, &result_path, None, Body::from(sif.clone()))
+        .await;
+    assert_eq!(again.status, StatusCode::CREATED, "{}", again.body);
+    let row = h.state.store.build(&id).await.unwrap().unwrap();
+    crate::library::publish_build_result(&h.state, &row)
+        .await
+        .unwrap();
+    crate::library::publish_build_result(&h.state, &row)
+        .await
+        .unwrap();
     let outcome = FinalState::Succeeded {
         image_size: sif.len() as u64,
         image_checksum: digest_of(&sif),
@@ -930,10 +950,18 @@ async fn results_upload_once_and_download_by_ref() {
         answer.headers["content-length"],
         sif.len().to_string().as_str()
     );
+    let container = format!("/v1/containers/alice/remote-builds/rb-{id}");
+    let listed = h
+        .call(Method::GET, &container, Some(&h.bearer()), Body::empty())
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.body);
+    assert_eq!(listed.body["data"]["images"].as_array().unwrap().len(), 1);
+    assert_eq!(listed.body["data"]["private"], true);
+    // Ephemeral results are private: anonymous callers do not see them.
     assert_error(
         &h.call(Method::GET, &image, None, Body::empty()).await,
-        StatusCode::UNAUTHORIZED,
-        "missing token",
+        StatusCode::NOT_FOUND,
+        "not found",
     );
     let status = h
         .call(
