@@ -17,7 +17,8 @@ use base64::Engine;
 use futures::StreamExt;
 use kiln_scheduler::clock::SystemClock;
 use kiln_scheduler::config::{
-    AdminCommand, AdminConfig, Limits, ServeConfig, StateConfig, TokenCommand, UserCommand,
+    AdminCommand, AdminConfig, LibraryConfig, Limits, ServeConfig, StateConfig, TokenCommand,
+    UserCommand,
 };
 use serde_json::{Value, json};
 use tokio::task::JoinHandle;
@@ -263,6 +264,7 @@ impl Cluster {
                 amqp_prefix: String::new(),
                 ..options.limits.clone()
             },
+            library: LibraryConfig::default(),
         };
         let mut cluster = Cluster {
             client: Client::new(format!("http://127.0.0.1:{port}"), token),
