@@ -235,6 +235,7 @@ pub(super) async fn readyz_follows_a_broker_that_stops_and_comes_back() {
         amqp: broker.amqp_url(),
         public_url: None,
         limits: Limits::default(),
+        library: kiln_scheduler::config::LibraryConfig::default(),
     };
     let (base, shutdown, server) = spawn_server(config).await;
     let client = reqwest::Client::new();
