@@ -99,6 +99,28 @@ async fn a_killed_worker_s_build_is_redelivered_and_succeeds_once() {
         .await;
     assert_eq!(image.len() as u64, status["imageSize"].as_u64().unwrap());
     siftool_list(cluster.scratch(), &image);
+    // Exactly one image: the library container of the result holds one.
+    let container = status["libraryRef"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("library://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let body: serde_json::Value = cluster
+        .request(reqwest::Method::GET, &format!("/v1/containers/{container}"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let images = body["data"]["images"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(images.len(), 1, "{body}");
     cluster.stop().await;
 }
 
@@ -257,6 +279,41 @@ async fn a_draining_worker_finishes_its_build_and_exits() {
         .count();
     assert_eq!(starts, 1, "built exactly once:\n{}", cluster.worker_logs());
     // The other worker still serves.
+    assert_workers_serve(&cluster, &registry).await;
+    cluster.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_build_past_its_time_limit_ends_timed_out_and_leaves_nothing() {
+    let registry = registry();
+    let cluster = Cluster::start(ClusterOptions {
+        insecure_registries: vec![registry.addr().to_owned()],
+        limits: kiln_scheduler::config::Limits {
+            build_timeout_seconds: 4,
+            ..kiln_scheduler::config::Limits::default()
+        },
+        ..ClusterOptions::default()
+    })
+    .await;
+    let marker = "sleep 6023";
+    let id = cluster
+        .submit_ok(&busybox_definition(
+            &registry,
+            &format!("    echo started\n    {marker}"),
+        ))
+        .await;
+    let status = cluster.wait_complete(&id, BUILD_TIMEOUT).await;
+    assert_eq!(status["state"], "timed_out", "{status}");
+    assert!(
+        status["failureReason"]
+            .as_str()
+            .is_some_and(|reason| reason.contains("time limit of 4 s")),
+        "{status}"
+    );
+    assert!(
+        super::processes_running(marker).is_empty(),
+        "the %post was killed"
+    );
     assert_workers_serve(&cluster, &registry).await;
     cluster.stop().await;
 }
