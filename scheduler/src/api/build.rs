@@ -116,7 +116,14 @@ pub async fn submit(
         library_ref.to_string(),
         timeout_seconds,
     );
-    job.library_url = request.library_url.filter(|u| !u.is_empty());
+    // `Bootstrap: library` without a `Library:` header pulls from the client's library, which
+    // for a stock client sending none is this service's own (the remote it talks to).
+    job.library_url = Some(
+        request
+            .library_url
+            .filter(|u| !u.is_empty())
+            .unwrap_or_else(|| state.public_url.to_string()),
+    );
     job.working_dir = request.working_dir.filter(|d| !d.is_empty());
     job.context = context.map(|(context, token)| BuildContextRef {
         url: format!("{}/v1/build-context-archive/{id}/{token}", state.public_url),

@@ -221,3 +221,46 @@ async fn cancel_during_post_stops_the_build_within_two_seconds() {
     assert_eq!(status["state"], "succeeded", "{status}");
     cluster.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_library_result_is_the_base_of_the_next_build() {
+    let registry = registry();
+    let cluster = cluster(Db::Sqlite, &registry).await;
+    let base = busybox_definition(
+        &registry,
+        "    echo 'made in the base build' > /base-marker",
+    );
+    let submitted = cluster
+        .submit(&base, None, "library://alice/builds/base:v1")
+        .await;
+    assert_eq!(submitted.status, 201, "{}", submitted.body);
+    let first = submitted.body["data"]["id"].as_str().unwrap().to_owned();
+    let status = cluster.wait_complete(&first, BUILD_TIMEOUT).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+    // No `Library:` header: the worker pulls from this service's own library.
+    let derived = "Bootstrap: library\nFrom: alice/builds/base:v1\n\n%post\n    echo \"base says: $(cat /base-marker)\"\n";
+    let second = cluster.submit_ok(derived).await;
+    let seen = cluster
+        .open_log(&second)
+        .await
+        .read_to_close(BUILD_TIMEOUT)
+        .await;
+    let status = cluster.status(&second).await;
+    assert_eq!(
+        status["state"],
+        "succeeded",
+        "{status}\n{}\n{}",
+        seen.text,
+        cluster.worker_logs()
+    );
+    assert!(
+        seen.text.contains("base says: made in the base build"),
+        "{}",
+        seen.text
+    );
+    let image = cluster
+        .download(status["libraryRef"].as_str().unwrap())
+        .await;
+    siftool_list(cluster.scratch(), &image);
+    cluster.stop().await;
+}
