@@ -9,7 +9,8 @@ start=$(date +%s)
 
 ensure_packages ca-certificates gcc libc6-dev pkg-config git \
     squashfs-tools siftool docker-registry skopeo umoci uidmap apache2-utils debootstrap busybox-static \
-    podman runc binutils  # the autoscaler test: worker containers on podman's Docker API (runc)
+    chromium chromium-driver \
+    podman runc binutils  # chromium: the browser tests; podman: the autoscaler test's worker containers (runc)
 # The library interop test builds a Go program against Apptainer's library client from Debian,
 # and runs an S3 server (moto, from PyPI into a venv under target/ on first use).
 ensure_packages golang-go golang-github-apptainer-container-library-client-dev \

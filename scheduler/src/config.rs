@@ -303,6 +303,15 @@ pub enum UserCommand {
         #[arg(long)]
         max_concurrent_builds: Option<u64>,
     },
+    /// Set a user's password for the web builder's sign-in, read from the first line of
+    /// standard input (so it stays out of the process list and the shell history).
+    Passwd {
+        /// Login name.
+        name: String,
+        /// The password; `main` reads it from standard input, never from the command line.
+        #[arg(skip)]
+        password: String,
+    },
     /// Change a user's limits (an omitted limit goes back to the deployment's default).
     Set {
         /// Login name.

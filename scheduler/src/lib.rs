@@ -19,12 +19,14 @@ pub mod library;
 pub mod library_ref;
 pub mod metrics;
 pub mod objects;
+pub mod password;
 pub mod queue;
 pub mod relay;
 pub mod secrets;
 pub mod store;
 pub mod sweeper;
 pub mod upload;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -169,6 +171,9 @@ pub enum AdminError {
     /// Creating the data directory failed.
     #[error("failed to create the data directory")]
     DataDir(#[source] std::io::Error),
+    /// A password that cannot be set.
+    #[error(transparent)]
+    Password(#[from] password::PasswordError),
 }
 
 /// Runs an admin command; returns what to print on stdout (for `token create`, only the
@@ -210,6 +215,11 @@ pub async fn admin(config: AdminConfig, clock: &dyn Clock) -> Result<String, Adm
             };
             store.set_user_limits(&name, limits).await?;
             format!("updated user {name}")
+        }
+        AdminCommand::User(UserCommand::Passwd { name, password }) => {
+            let hash = password::hash_password(&password)?;
+            store.set_password_hash(&name, Some(&hash)).await?;
+            format!("set the password of {name}")
         }
         AdminCommand::Token(TokenCommand::Create { name }) => {
             let token = secrets::new_api_token();

@@ -4,7 +4,7 @@
 use anyhow::Context;
 use clap::Parser;
 use kiln_scheduler::clock::SystemClock;
-use kiln_scheduler::config::{Cli, Command};
+use kiln_scheduler::config::{AdminCommand, Cli, Command, UserCommand};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -28,7 +28,10 @@ async fn main() -> anyhow::Result<()> {
             autoscaler.run(shutdown).await;
             Ok(())
         }
-        Command::Admin(config) => {
+        Command::Admin(mut config) => {
+            if let AdminCommand::User(UserCommand::Passwd { password, .. }) = &mut config.command {
+                *password = read_password().context("failed to read the password")?;
+            }
             let output = kiln_scheduler::admin(config, &SystemClock)
                 .await
                 .context("kiln-scheduler admin failed")?;
@@ -36,6 +39,14 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The first line of standard input, without its line ending (`echo PW | kiln-scheduler admin
+/// user passwd NAME`, or typed at the terminal).
+fn read_password() -> std::io::Result<String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }
 
 /// First signal: drain. Second: exit now.

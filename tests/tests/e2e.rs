@@ -8,3 +8,4 @@ mod image;
 mod ops;
 mod remote;
 mod services;
+mod web;

@@ -1,6 +1,7 @@
 //! Token authentication (build-api.md §3, §7): `Authorization: Bearer <token>`, with the scheme
 //! matched case-insensitively because the build client sends `BEARER` and the library client
-//! `Bearer`. Also `GET /v1/token-status` and `GET /v1/rbac/users/current`.
+//! `Bearer`. Revoked and expired tokens are refused (`Store::user_by_token`), and each use is
+//! recorded for the token page. Also `GET /v1/token-status` and `GET /v1/rbac/users/current`.
 
 use axum::Json;
 use axum::extract::FromRequestParts;
@@ -14,6 +15,7 @@ use super::AppState;
 use super::error::{ApiError, data};
 use crate::secrets::token_hash;
 use crate::store::User;
+use crate::web::session;
 
 /// The authenticated user of a request; rejects with 401 when the token is missing or invalid.
 #[derive(Debug, Clone)]
@@ -38,7 +40,7 @@ pub async fn authenticate(header: &HeaderValue, state: &AppState) -> Result<User
         .ok_or(ApiError::Unauthorized("malformed authorization header"))?;
     state
         .store
-        .user_by_token(&token_hash(token))
+        .user_by_token(&token_hash(token), state.clock.now_ms())
         .await?
         .ok_or(ApiError::Unauthorized("invalid token"))
 }
@@ -46,14 +48,24 @@ pub async fn authenticate(header: &HeaderValue, state: &AppState) -> Result<User
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
+    /// A bearer token, or else the web builder's session cookie (see `web::session`), which
+    /// must come from our own origin for anything but a plain GET.
     async fn from_request_parts(
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let header = parts
-            .headers
-            .get(AUTHORIZATION)
-            .ok_or(ApiError::Unauthorized("missing token"))?;
+        let Some(header) = parts.headers.get(AUTHORIZATION) else {
+            let session = session::session_of(&parts.headers, state)
+                .await?
+                .ok_or(ApiError::Unauthorized("missing token"))?;
+            if session::needs_same_origin(parts) && !session::is_same_origin(&parts.headers, state)
+            {
+                return Err(ApiError::Forbidden(
+                    "a request with the session cookie must come from this site's pages".into(),
+                ));
+            }
+            return Ok(Self(session.user));
+        };
         Ok(Self(authenticate(header, state).await?))
     }
 }

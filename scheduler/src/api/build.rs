@@ -198,11 +198,7 @@ pub async fn cancel(
 
 /// The build `id` if it exists and `user` may see it (owner or admin); 404 otherwise, so ids
 /// of other users' builds are not revealed.
-pub(super) async fn visible_build(
-    state: &AppState,
-    user: &User,
-    id: &str,
-) -> Result<BuildRow, ApiError> {
+pub async fn visible_build(state: &AppState, user: &User, id: &str) -> Result<BuildRow, ApiError> {
     let not_found = || ApiError::NotFound(format!("build {id} not found"));
     if !is_build_id(id) {
         return Err(not_found());

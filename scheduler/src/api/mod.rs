@@ -35,6 +35,7 @@ use crate::queue::Broker;
 use crate::store::Store;
 
 pub use auth::{AuthUser, authenticate};
+pub use build::visible_build;
 pub use build_context::remove_context_files;
 pub use error::{ApiError, AppJson, data};
 pub use ws::stream_log;
@@ -125,6 +126,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/admin/workers", get(admin::workers))
         .route("/v1/admin/queues", get(admin::queues))
         .merge(crate::library::routes())
+        .merge(crate::web::router())
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY_BYTES))
         .merge(uploads)
         .fallback(error::not_found)

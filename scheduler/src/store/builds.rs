@@ -184,12 +184,12 @@ pub struct BuildRow {
     pub result_checksum: Option<String>,
 }
 
-const BUILD_COLUMNS: &str = "SELECT id, user_id, state, phase, arch, library_ref, \
+pub(super) const BUILD_COLUMNS: &str = "SELECT id, user_id, state, phase, arch, library_ref, \
     context_digest, context_token_hash, result_token_hash, timeout_seconds, submit_ms, start_ms, \
     complete_ms, worker_id, image_size, image_checksum, failure_reason, result_size, \
     result_checksum FROM builds ";
 
-fn build_from_row(row: &AnyRow) -> Result<BuildRow> {
+pub(super) fn build_from_row(row: &AnyRow) -> Result<BuildRow> {
     let opt_u64 = |name: &str| -> Result<Option<u64>> {
         let value: Option<i64> = row.try_get(name)?;
         Ok(value.and_then(|v| u64::try_from(v).ok()))

@@ -1,5 +1,5 @@
-//! The scheduler's state in SQL: users and their tokens, builds, their persisted logs, the
-//! uploaded build contexts, the workers' latest heartbeats, and the library's rows.
+//! The scheduler's state in SQL: users, their tokens and browser sessions, builds, their persisted
+//! logs, the uploaded build contexts, the workers' latest heartbeats, and the library's rows.
 //!
 //! One [`Store`] over `sqlx::Any` serves both backends: a SQLite file under the data directory
 //! (the embedded default) and PostgreSQL (for several schedulers sharing one state). We chose
@@ -13,9 +13,12 @@
 
 mod builds;
 mod contexts;
+mod history;
 mod library;
 mod logs;
+mod sessions;
 mod stats;
+mod tokens;
 mod users;
 mod workers;
 
@@ -30,7 +33,9 @@ pub use builds::{BuildRow, BuildState, FinalState, NewBuild};
 pub use contexts::{ContextRow, ContextState};
 pub use library::{CollectionRow, ContainerRow, EntityRow, ImageRow, PartRow, TagRow, UploadRow};
 pub use logs::{LogAppend, LogChunk};
+pub use sessions::Session;
 pub use stats::BuildCount;
+pub use tokens::{TokenRow, public_token_id};
 pub use users::{User, UserLimits};
 pub use workers::WorkerRow;
 
@@ -51,6 +56,11 @@ const SQLITE_MIGRATIONS: &[MigrationFile] = &[
         include_str!("../../migrations/sqlite/20261127000002_library.sql"),
     ),
     (
+        20261127000003,
+        "web",
+        include_str!("../../migrations/sqlite/20261127000003_web.sql"),
+    ),
+    (
         20261127000004,
         "workers",
         include_str!("../../migrations/sqlite/20261127000004_workers.sql"),
@@ -68,6 +78,11 @@ const POSTGRES_MIGRATIONS: &[MigrationFile] = &[
         20261127000002,
         "library",
         include_str!("../../migrations/postgres/20261127000002_library.sql"),
+    ),
+    (
+        20261127000003,
+        "web",
+        include_str!("../../migrations/postgres/20261127000003_web.sql"),
     ),
     (
         20261127000004,
@@ -239,6 +254,63 @@ pub(crate) mod tests {
         Store::open(&format!("sqlite://{}/kiln.db", dir.display()))
             .await
             .expect("open sqlite store")
+    }
+
+    /// A PostgreSQL database made for one test on the machine's server (`KILN_TEST_POSTGRES`,
+    /// default `postgres://postgres@127.0.0.1:5432/test`); [`PgTestDb::drop_database`] removes
+    /// it after a passing test, a failing one leaves it to look at.
+    pub(crate) struct PgTestDb {
+        admin_url: String,
+        name: String,
+    }
+
+    impl PgTestDb {
+        pub(crate) async fn create() -> (Self, Store) {
+            let admin_url = std::env::var("KILN_TEST_POSTGRES")
+                .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into());
+            let name = format!(
+                "kiln_unit_{}",
+                crate::secrets::new_capability()[..12].to_owned()
+            );
+            install_default_drivers();
+            let admin = sqlx::AnyPool::connect(&admin_url)
+                .await
+                .expect("connect to the test PostgreSQL");
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                .execute(&admin)
+                .await
+                .expect("create a test database");
+            admin.close().await;
+            let url = format!("{}/{name}", admin_url.rsplit_once('/').unwrap().0);
+            let store = Store::open(&url).await.expect("open postgres store");
+            (Self { admin_url, name }, store)
+        }
+
+        pub(crate) async fn drop_database(self, store: Store) {
+            store.close().await;
+            let admin = sqlx::AnyPool::connect(&self.admin_url).await.unwrap();
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                self.name
+            )))
+            .execute(&admin)
+            .await
+            .expect("drop the test database");
+            admin.close().await;
+        }
+    }
+
+    /// Runs `check` on a fresh SQLite store and a fresh PostgreSQL store.
+    pub(crate) async fn on_both_backends<F, Fut>(check: F)
+    where
+        F: Fn(Store) -> Fut,
+        Fut: std::future::Future<Output = ()>,
+    {
+        let dir = tempfile::tempdir().unwrap();
+        check(sqlite_store(dir.path()).await).await;
+        let (db, store) = PgTestDb::create().await;
+        check(store.clone()).await;
+        db.drop_database(store).await;
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! Users and their API tokens. Tokens are stored as SHA-256 digests: a database leak does not
-//! leak working tokens.
+//! Users, their passwords and the lookup of API tokens. Tokens are stored as SHA-256 digests: a
+//! database leak does not leak working tokens; passwords as Argon2id PHC strings.
 
 use sqlx::Row;
 
@@ -27,7 +27,7 @@ pub struct UserLimits {
     pub max_concurrent_builds: Option<u64>,
 }
 
-fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User> {
+pub(super) fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User> {
     let timeout: Option<i64> = row.try_get("build_timeout_seconds")?;
     let concurrent: Option<i64> = row.try_get("max_concurrent_builds")?;
     Ok(User {
@@ -116,7 +116,8 @@ impl Store {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    /// Records a token (by its digest) for the user called `name`.
+    /// Records a token (by its digest) for the user called `name`, unnamed and without expiry
+    /// (the admin command's token).
     ///
     /// # Errors
     /// [`StoreError::NoSuchUser`].
@@ -125,27 +126,71 @@ impl Store {
             .user_by_name(name)
             .await?
             .ok_or_else(|| StoreError::NoSuchUser(name.to_owned()))?;
-        sqlx::query("INSERT INTO tokens (token_hash, user_id, created_ms) VALUES ($1, $2, $3)")
-            .bind(token_hash)
-            .bind(user.id)
-            .bind(now_ms)
-            .execute(self.pool())
+        self.create_token(user.id, token_hash, "", None, now_ms)
             .await?;
         Ok(())
     }
 
-    /// The owner of the token with digest `token_hash`, if the token exists.
-    pub async fn user_by_token(&self, token_hash: &str) -> Result<Option<User>> {
+    /// The owner of the token with digest `token_hash`, if the token exists, is not revoked and
+    /// has not expired at `now_ms`. Records the use (to the minute: a busy client does not
+    /// write on every request).
+    pub async fn user_by_token(&self, token_hash: &str, now_ms: i64) -> Result<Option<User>> {
         let row = sqlx::query(
-            "SELECT id, name, is_admin, build_timeout_seconds, max_concurrent_builds \
-             FROM users JOIN tokens ON tokens.user_id = users.id WHERE token_hash = $1",
+            "SELECT users.id, users.name, is_admin, build_timeout_seconds, max_concurrent_builds, \
+             tokens.last_used_ms FROM users JOIN tokens ON tokens.user_id = users.id \
+             WHERE token_hash = $1 AND revoked_ms IS NULL \
+             AND (expires_ms IS NULL OR expires_ms > $2)",
         )
         .bind(token_hash)
+        .bind(now_ms)
         .fetch_optional(self.pool())
         .await?;
-        row.as_ref().map(user_from_row).transpose()
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let last_used: Option<i64> = row.try_get("last_used_ms")?;
+        if last_used.is_none_or(|last| now_ms - last >= LAST_USE_RESOLUTION_MS) {
+            sqlx::query("UPDATE tokens SET last_used_ms = $1 WHERE token_hash = $2")
+                .bind(now_ms)
+                .bind(token_hash)
+                .execute(self.pool())
+                .await?;
+        }
+        user_from_row(&row).map(Some)
+    }
+
+    /// Sets (or with `None` removes) the password of the user called `name`, as a PHC string.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchUser`].
+    pub async fn set_password_hash(&self, name: &str, password_hash: Option<&str>) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+            .bind(password_hash)
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoSuchUser(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The user called `name` and their password's PHC string, if they have one.
+    pub async fn user_with_password(&self, name: &str) -> Result<Option<(User, Option<String>)>> {
+        let row = sqlx::query(
+            "SELECT id, name, is_admin, build_timeout_seconds, max_concurrent_builds, \
+             password_hash FROM users WHERE name = $1",
+        )
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| Ok((user_from_row(&row)?, row.try_get("password_hash")?)))
+            .transpose()
     }
 }
+
+/// A token's last use is recorded to this resolution, ms.
+const LAST_USE_RESOLUTION_MS: i64 = 60_000;
 
 /// Limits are configured as `u64` but stored as `BIGINT`.
 pub(crate) fn saturating_i64(value: u64) -> i64 {
@@ -173,8 +218,8 @@ mod tests {
             Err(StoreError::UserExists(_))
         ));
         store.add_token("alice", "abc", 3).await.unwrap();
-        assert_eq!(store.user_by_token("abc").await.unwrap(), Some(alice));
-        assert_eq!(store.user_by_token("abd").await.unwrap(), None);
+        assert_eq!(store.user_by_token("abc", 4).await.unwrap(), Some(alice));
+        assert_eq!(store.user_by_token("abd", 4).await.unwrap(), None);
         assert!(matches!(
             store.add_token("bob", "x", 4).await,
             Err(StoreError::NoSuchUser(_))

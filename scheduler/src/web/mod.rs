@@ -1,0 +1,39 @@
+//! The web builder: pages served by the scheduler for people who never touch a terminal on the
+//! build host. Sign in (`login`, `session`), access tokens (`tokens`), the build form, build
+//! page and history (`builds`), and the static assets (`assets`), all plain HTML, CSS and
+//! JavaScript embedded in the binary: no CDN, no build step, nothing fetched at run time.
+//!
+//! Pages are rendered on the server (`page`); scripts only add what needs them: line numbers
+//! and file loading in the form, the live log, copy buttons. The build API does the real work:
+//! the scripts call it with the session cookie, which `api::auth` accepts beside tokens.
+
+mod assets;
+mod builds;
+mod login;
+mod page;
+pub mod session;
+mod tokens;
+
+use axum::Router;
+use axum::response::Redirect;
+use axum::routing::{get, post};
+
+use crate::api::AppState;
+
+/// The web builder's routes, merged into the API's router.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/", get(|| async { Redirect::to("/build") }))
+        .route("/login", get(login::show).post(login::submit))
+        .route("/logout", post(login::logout))
+        .route("/auth/tokens", get(tokens::show).post(tokens::create))
+        .route("/auth/tokens/{id}/revoke", post(tokens::revoke))
+        .route("/build", get(builds::form))
+        .route("/builds", get(builds::history))
+        .route("/builds/{id}", get(builds::show))
+        .route("/web/api/builds/{id}", get(builds::view))
+        .route("/web/{asset}", get(assets::serve))
+}
+
+#[cfg(test)]
+mod tests;
