@@ -15,7 +15,7 @@ use kiln_tests::fixtures::Fixture;
 use kiln_tests::registry::TestRegistry;
 use serde_json::Value;
 
-const BUILD_TIMEOUT: Duration = Duration::from_secs(240);
+pub(crate) const BUILD_TIMEOUT: Duration = Duration::from_secs(240);
 
 pub(crate) fn registry() -> TestRegistry {
     TestRegistry::plain().expect("no registry with the fixtures")

@@ -3,5 +3,6 @@
 //! runs the scheduler in this process; the screenshots go to `target/web-screenshots/`.
 
 mod browser;
+mod build;
 mod pages;
 mod server;
