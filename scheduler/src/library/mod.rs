@@ -130,7 +130,9 @@ where
 }
 
 /// The user of a request if it carries a token: anonymous requests are allowed, but a token
-/// that is present and wrong is refused with 401 rather than ignored.
+/// that is present and wrong is refused with 401 rather than ignored. Without a token, a
+/// plain read (GET, HEAD) by the web builder's pages counts as its signed-in user, so a
+/// page's download link fetches a private build result.
 #[derive(Debug, Clone)]
 pub struct MaybeUser(pub Option<User>);
 
@@ -142,8 +144,14 @@ impl FromRequestParts<AppState> for MaybeUser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         match parts.headers.get(AUTHORIZATION) {
-            None => Ok(Self(None)),
             Some(header) => Ok(Self(Some(authenticate(header, state).await?))),
+            None if parts.method == axum::http::Method::GET
+                || parts.method == axum::http::Method::HEAD =>
+            {
+                let session = crate::web::session::session_of(&parts.headers, state).await?;
+                Ok(Self(session.map(|session| session.user)))
+            }
+            None => Ok(Self(None)),
         }
     }
 }
