@@ -59,6 +59,7 @@ mod tests {
                 concurrency: 1,
                 builds: builds.iter().map(|b| (*b).to_owned()).collect(),
                 is_draining: false,
+                stats: Default::default(),
             },
             first_seen_ms: 0,
             last_seen_ms,

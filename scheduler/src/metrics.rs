@@ -30,9 +30,12 @@ use prometheus::{
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+use kiln_proto::amqp::{STEP_SECONDS_BUCKETS, StepTimes, WorkerStats};
+use prometheus::proto::{Bucket, Counter, LabelPair, Metric, MetricFamily, MetricType};
+
 use crate::api::AppState;
 use crate::fleet::{WorkerStatus, worker_status};
-use crate::store::{BuildRow, BuildState};
+use crate::store::{BuildRow, BuildState, WorkerRow};
 
 /// How long one scrape waits for the broker before it reports `kiln_broker_up 0`.
 const BROKER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -261,15 +264,19 @@ impl Metrics {
     /// The store failed; a broker failure only sets `kiln_broker_up 0`.
     pub async fn render(&self, state: &AppState) -> Result<String, crate::store::StoreError> {
         let _one_scrape = self.scrape.lock().await;
-        self.refresh(state).await?;
+        let live_workers = self.refresh(state).await?;
+        let mut families = self.registry.gather();
+        families.extend(worker_families(&live_workers));
         let mut text = Vec::new();
         TextEncoder::new()
-            .encode(&self.registry.gather(), &mut text)
+            .encode(&families, &mut text)
             .expect("the text encoder writes to memory");
         Ok(String::from_utf8_lossy(&text).into_owned())
     }
 
-    async fn refresh(&self, state: &AppState) -> Result<(), crate::store::StoreError> {
+    /// Sets the series read at each scrape; returns the workers not lost, whose own counters
+    /// are exported as they last reported them.
+    async fn refresh(&self, state: &AppState) -> Result<Vec<WorkerRow>, crate::store::StoreError> {
         let arches = &state.limits.arches;
         let counts = state.store.build_counts().await?;
         let workers = state.store.workers().await?;
@@ -291,15 +298,17 @@ impl Metrics {
         let now_ms = state.clock.now_ms();
         let lost_after_ms = state.limits.worker_lost_after_ms();
         let (mut busy, mut idle, mut lost, mut draining) = (0, 0, 0, 0);
-        for worker in &workers {
-            let status = worker_status(worker, now_ms, lost_after_ms);
+        let mut live = Vec::with_capacity(workers.len());
+        for worker in workers {
+            let status = worker_status(&worker, now_ms, lost_after_ms);
             match status {
                 WorkerStatus::Busy => busy += 1,
                 WorkerStatus::Idle => idle += 1,
                 WorkerStatus::Lost => lost += 1,
             }
-            if worker.heartbeat.is_draining && status != WorkerStatus::Lost {
-                draining += 1;
+            if status != WorkerStatus::Lost {
+                draining += i64::from(worker.heartbeat.is_draining);
+                live.push(worker);
             }
         }
         self.workers.with_label_values(&["busy"]).set(busy);
@@ -339,8 +348,134 @@ impl Metrics {
             }
         }
         self.broker_up.set(i64::from(broker_up));
-        Ok(())
+        Ok(live)
     }
+}
+
+/// The `kiln_worker_*` families: each live worker's counters from its latest heartbeat
+/// ([`kiln_proto::amqp::WorkerStats`]), labelled with its id and architecture. Built at each
+/// scrape rather than registered, because their values are set, not counted, here.
+fn worker_families(workers: &[WorkerRow]) -> Vec<MetricFamily> {
+    let family = |name: &str, help: &str, kind: MetricType, metrics: Vec<Metric>| {
+        let mut family = MetricFamily::default();
+        family.set_name(name.to_owned());
+        family.set_help(help.to_owned());
+        family.set_field_type(kind);
+        family.set_metric(metrics);
+        family
+    };
+    let labels = |worker: &WorkerRow, extra: &[(&str, &str)]| {
+        let mut pairs = vec![
+            label_pair("arch", &worker.heartbeat.arch),
+            label_pair("worker", &worker.worker_id),
+        ];
+        pairs.extend(extra.iter().map(|(name, value)| label_pair(name, value)));
+        pairs
+    };
+    let counters = |value: fn(&WorkerStats) -> u64| -> Vec<Metric> {
+        workers
+            .iter()
+            .map(|worker| counter_metric(labels(worker, &[]), value(&worker.heartbeat.stats)))
+            .collect()
+    };
+    let builds = workers
+        .iter()
+        .flat_map(|worker| {
+            let stats = &worker.heartbeat.stats;
+            [
+                ("finished", stats.builds_finished),
+                ("failed", stats.builds_failed),
+                ("cancelled", stats.builds_cancelled),
+            ]
+            .map(|(outcome, count)| counter_metric(labels(worker, &[("outcome", outcome)]), count))
+        })
+        .collect();
+    let steps = workers
+        .iter()
+        .flat_map(|worker| {
+            worker
+                .heartbeat
+                .stats
+                .step_seconds
+                .iter()
+                .map(|(step, times)| histogram_metric(labels(worker, &[("step", step)]), times))
+        })
+        .collect();
+    let families = vec![
+        family(
+            "kiln_worker_builds_total",
+            "Builds a worker ended, by outcome, since it started.",
+            MetricType::COUNTER,
+            builds,
+        ),
+        family(
+            "kiln_worker_pulled_bytes_total",
+            "Bytes a worker pulled: base image layers, library images, build contexts.",
+            MetricType::COUNTER,
+            counters(|s| s.bytes_pulled),
+        ),
+        family(
+            "kiln_worker_pushed_bytes_total",
+            "Bytes of images a worker uploaded.",
+            MetricType::COUNTER,
+            counters(|s| s.bytes_pushed),
+        ),
+        family(
+            "kiln_worker_log_lines_total",
+            "Log lines a worker published.",
+            MetricType::COUNTER,
+            counters(|s| s.log_lines),
+        ),
+        family(
+            "kiln_worker_step_seconds",
+            "How long build steps took on a worker: fetch, run (the sections), squash, upload.",
+            MetricType::HISTOGRAM,
+            steps,
+        ),
+    ];
+    families
+        .into_iter()
+        .filter(|family| !family.get_metric().is_empty())
+        .collect()
+}
+
+fn label_pair(name: &str, value: &str) -> LabelPair {
+    let mut pair = LabelPair::default();
+    pair.set_name(name.to_owned());
+    pair.set_value(value.to_owned());
+    pair
+}
+
+fn counter_metric(labels: Vec<LabelPair>, value: u64) -> Metric {
+    let mut counter = Counter::default();
+    #[allow(clippy::cast_precision_loss)]
+    counter.set_value(value as f64);
+    let mut metric = Metric::default();
+    metric.set_label(labels);
+    metric.set_counter(counter);
+    metric
+}
+
+fn histogram_metric(labels: Vec<LabelPair>, times: &StepTimes) -> Metric {
+    let buckets = STEP_SECONDS_BUCKETS
+        .iter()
+        .zip(&times.cumulative)
+        .map(|(bound, count)| {
+            let mut bucket = Bucket::default();
+            bucket.set_upper_bound(*bound);
+            bucket.set_cumulative_count(*count);
+            bucket
+        })
+        .collect();
+    let mut histogram = prometheus::proto::Histogram::default();
+    histogram.set_sample_count(times.count);
+    #[allow(clippy::cast_precision_loss)]
+    histogram.set_sample_sum(times.sum_ms as f64 / 1000.0);
+    histogram.set_bucket(buckets);
+    let mut metric = Metric::default();
+    metric.set_label(labels);
+    metric.set_histogram(histogram);
+    metric
 }
 
 /// Registers `metric` and hands it back. Names, help texts and labels are constants of this
@@ -429,5 +564,53 @@ mod tests {
             .unwrap();
         let other = String::from_utf8(other).unwrap();
         assert!(other.contains("kiln_log_lines_relayed_total 0"), "{other}");
+    }
+
+    #[test]
+    fn worker_counters_render_as_prometheus_series() {
+        let mut stats = WorkerStats {
+            builds_finished: 3,
+            builds_failed: 1,
+            bytes_pulled: 2_048,
+            ..WorkerStats::default()
+        };
+        let squash = stats.step_seconds.entry("squash".into()).or_default();
+        squash.observe(700);
+        squash.observe(3_000);
+        let worker = WorkerRow {
+            worker_id: "w1".into(),
+            heartbeat: kiln_proto::amqp::WorkerHeartbeat {
+                host: "h".into(),
+                arch: "amd64".into(),
+                worker_version: "0".into(),
+                concurrency: 1,
+                builds: Vec::new(),
+                is_draining: false,
+                stats,
+            },
+            first_seen_ms: 0,
+            last_seen_ms: 0,
+        };
+        let mut text = Vec::new();
+        TextEncoder::new()
+            .encode(&worker_families(&[worker]), &mut text)
+            .unwrap();
+        let text = String::from_utf8(text).unwrap();
+        for line in [
+            "# TYPE kiln_worker_builds_total counter",
+            "kiln_worker_builds_total{arch=\"amd64\",worker=\"w1\",outcome=\"finished\"} 3",
+            "kiln_worker_builds_total{arch=\"amd64\",worker=\"w1\",outcome=\"failed\"} 1",
+            "kiln_worker_pulled_bytes_total{arch=\"amd64\",worker=\"w1\"} 2048",
+            "# TYPE kiln_worker_step_seconds histogram",
+            "kiln_worker_step_seconds_bucket{arch=\"amd64\",worker=\"w1\",step=\"squash\",le=\"0.5\"} 0",
+            "kiln_worker_step_seconds_bucket{arch=\"amd64\",worker=\"w1\",step=\"squash\",le=\"1\"} 1",
+            "kiln_worker_step_seconds_bucket{arch=\"amd64\",worker=\"w1\",step=\"squash\",le=\"5\"} 2",
+            "kiln_worker_step_seconds_bucket{arch=\"amd64\",worker=\"w1\",step=\"squash\",le=\"+Inf\"} 2",
+            "kiln_worker_step_seconds_sum{arch=\"amd64\",worker=\"w1\",step=\"squash\"} 3.7",
+            "kiln_worker_step_seconds_count{arch=\"amd64\",worker=\"w1\",step=\"squash\"} 2",
+        ] {
+            assert!(text.contains(line), "missing {line}:\n{text}");
+        }
+        assert!(worker_families(&[]).is_empty());
     }
 }

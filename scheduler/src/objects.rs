@@ -255,6 +255,20 @@ impl Objects {
         Ok(meta.size)
     }
 
+    /// Whether the store answers: one listing of the top level (for S3, the bucket exists and
+    /// the credentials may read it), for `/readyz`.
+    ///
+    /// # Errors
+    /// [`ObjectsError::Store`].
+    pub async fn check(&self) -> Result<(), ObjectsError> {
+        let prefix = (!self.prefix.as_ref().is_empty()).then_some(&self.prefix);
+        self.store
+            .list_with_delimiter(prefix)
+            .await
+            .map(drop)
+            .map_err(ObjectsError::Store)
+    }
+
     /// Deletes `key`; a missing object is fine.
     ///
     /// # Errors

@@ -23,7 +23,9 @@ use std::time::Duration;
 
 use futures::{FutureExt, StreamExt};
 use kiln_proto::amqp::declare::{connect, declare_topology};
-use kiln_proto::amqp::{Control, Event, EventMessage, Job, Topology, WorkerHeartbeat};
+use kiln_proto::amqp::{
+    Control, Event, EventMessage, Job, STEP_SECONDS_BUCKETS, Topology, WorkerHeartbeat, WorkerStats,
+};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -46,6 +48,9 @@ const PREFETCH: u16 = 1000;
 
 /// Characters kept of each text field of a heartbeat (worker id, host, arch, version).
 const MAX_HEARTBEAT_FIELD: usize = 256;
+
+/// The steps a worker times (`worker/src/consumer/stats.rs`).
+const WORKER_STEPS: &[&str] = &["fetch", "run", "squash", "upload"];
 
 /// Build ids kept from one heartbeat.
 const MAX_HEARTBEAT_BUILDS: usize = 256;
@@ -419,6 +424,7 @@ impl<'a> Session<'a> {
                 .cloned()
                 .collect(),
             is_draining: heartbeat.is_draining,
+            stats: bounded_stats(&heartbeat.stats),
         };
         let now_ms = self.state.clock.now_ms();
         self.state
@@ -521,6 +527,24 @@ fn death_reason(headers: Option<&FieldTable>) -> Option<String> {
         AMQPValue::FieldTable(table) => table.inner().get("reason").and_then(text),
         _ => None,
     })
+}
+
+/// A heartbeat's counters with only the steps a worker times, and histograms of the right
+/// shape, so a worker cannot grow the metrics' series.
+fn bounded_stats(stats: &WorkerStats) -> WorkerStats {
+    let step_seconds = stats
+        .step_seconds
+        .iter()
+        .filter(|(step, times)| {
+            WORKER_STEPS.contains(&step.as_str())
+                && times.cumulative.len() == STEP_SECONDS_BUCKETS.len()
+        })
+        .map(|(step, times)| (step.clone(), times.clone()))
+        .collect();
+    WorkerStats {
+        step_seconds,
+        ..stats.clone()
+    }
 }
 
 #[cfg(test)]

@@ -315,29 +315,34 @@ impl Cluster {
 
     /// A token of a new admin user `root` (for `/v1/admin/...`), made by the admin command.
     pub async fn admin_token(&self) -> String {
-        let admin = |command| AdminConfig {
-            state: self.config.state.clone(),
-            command,
+        self.add_user("root", true).await.token
+    }
+
+    /// A client of a new user `name` with a token, made by the admin commands.
+    pub async fn add_user(&self, name: &str, admin: bool) -> Client {
+        let run = |command| {
+            kiln_scheduler::admin(
+                AdminConfig {
+                    state: self.config.state.clone(),
+                    command,
+                },
+                &SystemClock,
+            )
         };
-        kiln_scheduler::admin(
-            admin(AdminCommand::User(UserCommand::Add {
-                name: "root".into(),
-                admin: true,
-                build_timeout: None,
-                max_concurrent_builds: None,
-            })),
-            &SystemClock,
-        )
+        run(AdminCommand::User(UserCommand::Add {
+            name: name.into(),
+            admin,
+            build_timeout: None,
+            max_concurrent_builds: None,
+        }))
         .await
-        .expect("add the admin user");
-        kiln_scheduler::admin(
-            admin(AdminCommand::Token(TokenCommand::Create {
-                name: "root".into(),
-            })),
-            &SystemClock,
-        )
+        .expect("add a user");
+        let token = run(AdminCommand::Token(TokenCommand::Create {
+            name: name.into(),
+        }))
         .await
-        .expect("create an admin token")
+        .expect("create a token");
+        Client::new(self.client.base.clone(), token)
     }
 
     /// Stops the scheduler and waits for it to end.

@@ -614,6 +614,62 @@ fn files_post_made_private_to_other_users_are_squashed_with_their_owners() {
     assert_eq!(stage_trees(&work), Vec::<String>::new());
 }
 
+/// SingularityCE writes the metadata after `%post` as real root, whatever `%post` did to
+/// `/.singularity.d`; the worker must too, though outside the namespace it could not enter a
+/// directory `%post` gave to another user and made private.
+#[test]
+fn metadata_is_written_into_a_singularity_d_post_made_private() {
+    let (_registry, addr) = registry();
+    let scratch = Scratch::new();
+    let sif = scratch.path("private-meta.sif");
+    let def = format!(
+        "Bootstrap: docker\nFrom: {addr}/busybox:latest\n\n%post\n\
+         \x20   echo 'Stamp from-post' >> \"$SINGULARITY_LABELS\"\n\
+         \x20   chown -R 1000:1000 /.singularity.d\n\
+         \x20   chmod 0700 /.singularity.d /.singularity.d/env /.singularity.d/actions\n\
+         \x20   chown 1000:1000 /\n\
+         \x20   chmod 0700 /\n\
+         %environment\n    export GREETING=hello\n\
+         %runscript\n    echo \"runscript says $GREETING\"\n\
+         %labels\n    Owner alice\n"
+    );
+    let out = build_def(&scratch, &addr, &def, &sif, &[]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let list = listing(&scratch, &sif);
+    assert_entries(
+        &list,
+        &[
+            ("/.singularity.d", "1000/1000", "drwx------"),
+            ("/.singularity.d/env", "1000/1000", "drwx------"),
+            // Rewritten in place, as SingularityCE's os.WriteFile does: the owner stays.
+            ("/.singularity.d/runscript", "1000/1000", "-rwxr-xr-x"),
+            // New files belong to root.
+            ("/.singularity.d/Singularity", "0/0", "-rw-r--r--"),
+        ],
+    );
+    assert!(
+        !list
+            .iter()
+            .any(|(path, _, _)| path == "/.post.script" || path == "/.build.labels"),
+        "%post's leftovers are removed: {list:?}"
+    );
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&sif_object(&sif, "inspect-metadata.json")).unwrap();
+    let attributes = &inspect["data"]["attributes"];
+    assert_eq!(attributes["labels"]["Owner"], "alice", "{inspect}");
+    assert_eq!(attributes["labels"]["Stamp"], "from-post", "{inspect}");
+    assert!(
+        attributes["runscript"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("runscript says"),
+        "{inspect}"
+    );
+    let run = worker(&["run", sif.to_str().unwrap()]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert_eq!(text(&run.stdout), "runscript says hello\n");
+}
+
 #[test]
 fn files_from_a_stage_keep_owners_and_modes() {
     let (_registry, addr) = registry();

@@ -174,6 +174,72 @@ pub struct WorkerHeartbeat {
     /// True once it stopped taking jobs and only finishes what it runs.
     #[serde(default)]
     pub is_draining: bool,
+    /// What the worker did since it started; counters only grow (a restart starts again at
+    /// zero, which Prometheus reads as a counter reset). Absent from older workers.
+    #[serde(default, skip_serializing_if = "WorkerStats::is_zero")]
+    pub stats: WorkerStats,
+}
+
+/// Upper bounds, in seconds, of the buckets of [`StepTimes`]: from a tenth of a second (an
+/// upload over a LAN) to four hours (a long `%post`).
+pub const STEP_SECONDS_BUCKETS: [f64; 12] = [
+    0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0, 3600.0, 14400.0,
+];
+
+/// A worker's counters, carried in its heartbeats: the worker holds no HTTP server, so the
+/// scheduler exports them per worker on its own `/metrics` (`kiln_worker_*`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerStats {
+    /// Builds that ended `finished`.
+    pub builds_finished: u64,
+    /// Builds that ended `failed`.
+    pub builds_failed: u64,
+    /// Builds that ended `cancelled`.
+    pub builds_cancelled: u64,
+    /// Bytes pulled: base image layers, library images, build contexts.
+    pub bytes_pulled: u64,
+    /// Bytes of images uploaded.
+    pub bytes_pushed: u64,
+    /// Log lines published.
+    pub log_lines: u64,
+    /// How long the steps of builds took, by step: `fetch`, `run`, `squash`, `upload`.
+    pub step_seconds: std::collections::BTreeMap<String, StepTimes>,
+}
+
+impl WorkerStats {
+    /// True before the worker did anything.
+    pub fn is_zero(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
+/// A histogram of one step's durations over [`STEP_SECONDS_BUCKETS`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StepTimes {
+    /// Observations.
+    pub count: u64,
+    /// Their sum, in milliseconds.
+    pub sum_ms: u64,
+    /// Observations at most each bound of [`STEP_SECONDS_BUCKETS`], cumulative as Prometheus
+    /// counts them; the `+Inf` bucket is `count`.
+    pub cumulative: Vec<u64>,
+}
+
+impl StepTimes {
+    /// Records one duration.
+    pub fn observe(&mut self, millis: u64) {
+        self.cumulative.resize(STEP_SECONDS_BUCKETS.len(), 0);
+        self.count += 1;
+        self.sum_ms = self.sum_ms.saturating_add(millis);
+        let seconds = millis as f64 / 1000.0;
+        for (bound, count) in STEP_SECONDS_BUCKETS.iter().zip(&mut self.cumulative) {
+            if seconds <= *bound {
+                *count += 1;
+            }
+        }
+    }
 }
 
 impl Versioned for EventMessage {

@@ -44,6 +44,19 @@ pub struct Job {
     /// schedulers that store results some other way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub result_url: Option<String>,
+    /// Lets `Bootstrap: library` read what the job's owner may read (private images, such as
+    /// earlier results in `remote-builds`) from one library, for as long as the build runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub library_credential: Option<LibraryCredential>,
+}
+
+/// A bearer token for one library; a worker sends it there and nowhere else.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LibraryCredential {
+    /// The library the token is good for (`http(s)://host[:port][/prefix]`).
+    pub url: String,
+    /// The token, sent as `Authorization: Bearer`.
+    pub token: String,
 }
 
 /// A build context stored by the scheduler (`POST /v1/build-context`).
@@ -99,6 +112,7 @@ impl Job {
             working_dir: None,
             timeout_seconds,
             result_url: None,
+            library_credential: None,
         }
     }
 }

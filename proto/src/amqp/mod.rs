@@ -26,9 +26,9 @@ mod topology;
 pub use control::Control;
 pub use event::{
     BuildState, Event, EventMessage, Failed, Fault, Finished, LogLine, LogStream, Progress,
-    WorkerHeartbeat,
+    STEP_SECONDS_BUCKETS, StepTimes, WorkerHeartbeat, WorkerStats,
 };
-pub use job::{BuildContextRef, Job};
+pub use job::{BuildContextRef, Job, LibraryCredential};
 pub use topology::{Argument, ExchangeKind, ExchangeSpec, QueueSpec, Topology};
 
 /// Version of the messages in this module. Bumped on any change a receiver of the previous

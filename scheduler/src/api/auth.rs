@@ -13,8 +13,8 @@ use serde::Serialize;
 
 use super::AppState;
 use super::error::{ApiError, data};
-use crate::secrets::token_hash;
-use crate::store::User;
+use crate::secrets::{is_build_id, token_hash};
+use crate::store::{BuildRow, User};
 use crate::web::session;
 
 /// The authenticated user of a request; rejects with 401 when the token is missing or invalid.
@@ -41,6 +41,61 @@ pub async fn authenticate(header: &HeaderValue, state: &AppState) -> Result<User
     state
         .store
         .user_by_token(&token_hash(token), state.clock.now_ms())
+        .await?
+        .ok_or(ApiError::Unauthorized("invalid token"))
+}
+
+/// Prefix of a build's library read token: `kiln-build.<build id>.<result capability>`.
+const BUILD_READER_PREFIX: &str = "kiln-build.";
+
+/// The library read token of a build: the worker sends it with `Bootstrap: library` requests
+/// to this service, so the build reads what its owner may read (`Job::library_credential`).
+pub fn build_reader_token(build_id: &str, result_capability: &str) -> String {
+    format!("{BUILD_READER_PREFIX}{build_id}.{result_capability}")
+}
+
+/// The queued or running build whose result capability is `capability`; `None` for anything
+/// else, including a build that has ended, so its capabilities die with it.
+///
+/// # Errors
+/// A store failure.
+pub async fn running_build_with_capability(
+    state: &AppState,
+    build_id: &str,
+    capability: &str,
+) -> Result<Option<BuildRow>, ApiError> {
+    if !is_build_id(build_id) {
+        return Ok(None);
+    }
+    let Some(row) = state.store.build(build_id).await? else {
+        return Ok(None);
+    };
+    let matches = row.result_token_hash.as_deref() == Some(token_hash(capability).as_str());
+    Ok((matches && !row.state.is_final()).then_some(row))
+}
+
+/// The user a read-only request acts as: the owner of a running build for a build reader token
+/// (see [`build_reader_token`]), else the token's user as [`authenticate`] finds it.
+///
+/// # Errors
+/// [`ApiError::Unauthorized`] for a malformed header, an unknown token or an ended build.
+pub async fn authenticate_reader(header: &HeaderValue, state: &AppState) -> Result<User, ApiError> {
+    let build = header
+        .to_str()
+        .ok()
+        .and_then(bearer_token)
+        .and_then(|token| token.strip_prefix(BUILD_READER_PREFIX))
+        .and_then(|rest| rest.split_once('.'));
+    let Some((build_id, capability)) = build else {
+        return authenticate(header, state).await;
+    };
+    let invalid = ApiError::Unauthorized("invalid token");
+    let row = running_build_with_capability(state, build_id, capability)
+        .await?
+        .ok_or(invalid)?;
+    state
+        .store
+        .user_by_id(row.user_id)
         .await?
         .ok_or(ApiError::Unauthorized("invalid token"))
 }

@@ -10,7 +10,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use kiln_proto::amqp::{BuildContextRef, Control, Job};
+use kiln_proto::amqp::{BuildContextRef, Control, Job, LibraryCredential};
 use kiln_proto::http::{BuildInfo, BuildRequest};
 
 use super::AppState;
@@ -134,6 +134,10 @@ pub async fn submit(
         "{}/v1/build-result/{id}/{result_token}",
         state.public_url
     ));
+    job.library_credential = Some(LibraryCredential {
+        url: state.public_url.to_string(),
+        token: super::auth::build_reader_token(&id, &result_token),
+    });
     if let Err(error) = state
         .broker
         .publish_job(&job, state.limits.queue_ttl())

@@ -29,6 +29,8 @@ pub async fn healthz() -> Response {
 struct Readiness {
     database: &'static str,
     broker: &'static str,
+    #[serde(rename = "objectStore")]
+    object_store: &'static str,
 }
 
 /// Why the scheduler is not ready (the cause goes to the log, the client hears which service).
@@ -36,8 +38,22 @@ struct Readiness {
 #[error("{0}")]
 struct NotReady(String);
 
-/// `GET /readyz`: 200 when the database and the broker answer within 3 s each; 503 naming
-/// what does not, and 503 once shutdown began (so load balancers stop sending).
+/// The outcome of one check within [`CHECK_TIMEOUT`]: `None` when the service answered.
+fn failure<E>(
+    service: &'static str,
+    outcome: Result<Result<(), E>, tokio::time::error::Elapsed>,
+    describe: impl FnOnce(&E) -> String,
+) -> Option<(&'static str, String)> {
+    match outcome {
+        Ok(Ok(())) => None,
+        Ok(Err(error)) => Some((service, describe(&error))),
+        Err(_) => Some((service, format!("no answer within {CHECK_TIMEOUT:?}"))),
+    }
+}
+
+/// `GET /readyz`: 200 when the database, the broker and the object store answer within 3 s
+/// each; 503 naming what does not, and 503 once shutdown began (so load balancers stop
+/// sending).
 pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError> {
     if state.shutdown.is_cancelled() {
         return Err(ApiError::Unavailable {
@@ -45,39 +61,49 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Response, ApiError>
             cause: Box::new(NotReady("shutdown began".into())),
         });
     }
-    let (database, broker) = tokio::join!(
+    let (database, broker, objects) = tokio::join!(
         tokio::time::timeout(CHECK_TIMEOUT, state.store.ping()),
         tokio::time::timeout(CHECK_TIMEOUT, state.broker.check()),
+        tokio::time::timeout(CHECK_TIMEOUT, state.objects.check()),
     );
-    let database = match database {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => Some(format!("database: {error}")),
-        Err(_) => Some(format!("database: no answer within {CHECK_TIMEOUT:?}")),
-    };
-    let broker = match broker {
-        Ok(Ok(())) => None,
-        Ok(Err(error)) => Some(format!("broker: {}", error_chain(&error))),
-        Err(_) => Some(format!("broker: no answer within {CHECK_TIMEOUT:?}")),
-    };
-    let message = match (&database, &broker) {
-        (None, None) => {
-            return Ok(data(
-                StatusCode::OK,
-                Readiness {
-                    database: "ok",
-                    broker: "ok",
-                },
-            ));
-        }
-        (Some(_), None) => "not ready: the database does not answer",
-        (None, Some(_)) => "not ready: the broker does not answer",
-        (Some(_), Some(_)) => "not ready: the database and the broker do not answer",
-    };
-    let cause = [database, broker].into_iter().flatten().collect::<Vec<_>>();
+    let failures: Vec<(&str, String)> = [
+        failure("the database", database, ToString::to_string),
+        failure("the broker", broker, |e| error_chain(e)),
+        failure("the object store", objects, |e| error_chain(e)),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    if failures.is_empty() {
+        return Ok(data(
+            StatusCode::OK,
+            Readiness {
+                database: "ok",
+                broker: "ok",
+                object_store: "ok",
+            },
+        ));
+    }
+    let services: Vec<&str> = failures.iter().map(|(service, _)| *service).collect();
+    let cause: Vec<String> = failures
+        .iter()
+        .map(|(service, why)| format!("{service}: {why}"))
+        .collect();
     Err(ApiError::Unavailable {
-        message,
+        message: not_ready_message(&services),
         cause: Box::new(NotReady(cause.join("; "))),
     })
+}
+
+/// `not ready: the database and the broker do not answer`, for the services named.
+fn not_ready_message(services: &[&str]) -> &'static str {
+    match services {
+        ["the database"] => "not ready: the database does not answer",
+        ["the broker"] => "not ready: the broker does not answer",
+        ["the object store"] => "not ready: the object store does not answer",
+        ["the database", "the broker"] => "not ready: the database and the broker do not answer",
+        _ => "not ready: several services do not answer",
+    }
 }
 
 /// `GET /metrics`: every series in the Prometheus text exposition format 0.0.4.

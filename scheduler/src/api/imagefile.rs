@@ -13,10 +13,10 @@ use axum::response::Response;
 use kiln_proto::http::StoredBlob;
 
 use super::AppState;
+use super::auth::running_build_with_capability;
 use super::error::{ApiError, data};
 use crate::library::result_key;
 use crate::objects::WriteError;
-use crate::secrets::{is_build_id, token_hash};
 
 /// `PUT /v1/build-result/{id}/{token}`: the worker's upload of the finished SIF of a queued or
 /// running build (the token from the job is the capability). 201 with size and digest. A
@@ -27,14 +27,9 @@ pub async fn upload_result(
     body: Body,
 ) -> Result<Response, ApiError> {
     let not_found = || ApiError::NotFound("build not found or not running".into());
-    if !is_build_id(&id) {
-        return Err(not_found());
-    }
-    let row = state.store.build(&id).await?.ok_or_else(not_found)?;
-    if row.state.is_final() || row.result_token_hash.as_deref() != Some(token_hash(&token).as_str())
-    {
-        return Err(not_found());
-    }
+    running_build_with_capability(&state, &id, &token)
+        .await?
+        .ok_or_else(not_found)?;
     let pending = state
         .objects
         .write(

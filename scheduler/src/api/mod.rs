@@ -34,7 +34,7 @@ use crate::objects::Objects;
 use crate::queue::Broker;
 use crate::store::Store;
 
-pub use auth::{AuthUser, authenticate};
+pub use auth::{AuthUser, authenticate, authenticate_reader};
 pub use build::visible_build;
 pub use build_context::remove_context_files;
 pub use error::{ApiError, AppJson, data};

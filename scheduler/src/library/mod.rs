@@ -27,7 +27,7 @@ use axum::routing::{get, post, put};
 use kiln_proto::http::library as wire;
 use serde::de::DeserializeOwned;
 
-use crate::api::{ApiError, AppState, authenticate};
+use crate::api::{ApiError, AppState, authenticate, authenticate_reader};
 use crate::clock::rfc3339;
 use crate::store::{CollectionRow, ContainerRow, EntityRow, ImageRow, Store, TagRow, User};
 
@@ -143,11 +143,13 @@ impl FromRequestParts<AppState> for MaybeUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
+        let is_read =
+            parts.method == axum::http::Method::GET || parts.method == axum::http::Method::HEAD;
         match parts.headers.get(AUTHORIZATION) {
+            // A running build's worker reads as the build's owner (`Bootstrap: library`).
+            Some(header) if is_read => Ok(Self(Some(authenticate_reader(header, state).await?))),
             Some(header) => Ok(Self(Some(authenticate(header, state).await?))),
-            None if parts.method == axum::http::Method::GET
-                || parts.method == axum::http::Method::HEAD =>
-            {
+            None if is_read => {
                 let session = crate::web::session::session_of(&parts.headers, state).await?;
                 Ok(Self(session.map(|session| session.user)))
             }

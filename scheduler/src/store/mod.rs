@@ -65,6 +65,11 @@ const SQLITE_MIGRATIONS: &[MigrationFile] = &[
         "workers",
         include_str!("../../migrations/sqlite/20261127000004_workers.sql"),
     ),
+    (
+        20261127000005,
+        "worker stats",
+        include_str!("../../migrations/sqlite/20261127000005_worker_stats.sql"),
+    ),
 ];
 
 /// `migrations/postgres/`, embedded.
@@ -88,6 +93,11 @@ const POSTGRES_MIGRATIONS: &[MigrationFile] = &[
         20261127000004,
         "workers",
         include_str!("../../migrations/postgres/20261127000004_workers.sql"),
+    ),
+    (
+        20261127000005,
+        "worker stats",
+        include_str!("../../migrations/postgres/20261127000005_worker_stats.sql"),
     ),
 ];
 

@@ -24,6 +24,7 @@ pub struct WorkerRow {
 
 fn worker_from_row(row: &AnyRow) -> Result<WorkerRow> {
     let builds: String = row.try_get("builds")?;
+    let stats: String = row.try_get("stats")?;
     Ok(WorkerRow {
         worker_id: row.try_get("id")?,
         heartbeat: WorkerHeartbeat {
@@ -33,6 +34,9 @@ fn worker_from_row(row: &AnyRow) -> Result<WorkerRow> {
             concurrency: u32::try_from(row.try_get::<i64, _>("concurrency")?).unwrap_or(0),
             builds: builds.split_whitespace().map(str::to_owned).collect(),
             is_draining: row.try_get::<i64, _>("is_draining")? != 0,
+            // Written by this code from a parsed heartbeat; an unreadable value only loses
+            // the counters, not the worker.
+            stats: serde_json::from_str(&stats).unwrap_or_default(),
         },
         first_seen_ms: row.try_get("first_seen_ms")?,
         last_seen_ms: row.try_get("last_seen_ms")?,
@@ -53,11 +57,11 @@ impl Store {
         let builds = heartbeat.builds.join(" ");
         sqlx::query(
             "INSERT INTO workers (id, host, arch, version, concurrency, builds, is_draining, \
-             first_seen_ms, last_seen_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8) \
+             stats, first_seen_ms, last_seen_ms) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) \
              ON CONFLICT (id) DO UPDATE SET host = excluded.host, arch = excluded.arch, \
              version = excluded.version, concurrency = excluded.concurrency, \
              builds = excluded.builds, is_draining = excluded.is_draining, \
-             last_seen_ms = excluded.last_seen_ms",
+             stats = excluded.stats, last_seen_ms = excluded.last_seen_ms",
         )
         .bind(worker_id)
         .bind(&heartbeat.host)
@@ -66,6 +70,7 @@ impl Store {
         .bind(saturating_i64(u64::from(heartbeat.concurrency)))
         .bind(builds)
         .bind(i64::from(heartbeat.is_draining))
+        .bind(serde_json::to_string(&heartbeat.stats).unwrap_or_else(|_| "{}".into()))
         .bind(now_ms)
         .execute(self.pool())
         .await?;
@@ -75,8 +80,8 @@ impl Store {
     /// Every known worker, most recently seen first.
     pub async fn workers(&self) -> Result<Vec<WorkerRow>> {
         let rows = sqlx::query(
-            "SELECT id, host, arch, version, concurrency, builds, is_draining, first_seen_ms, \
-             last_seen_ms FROM workers ORDER BY last_seen_ms DESC, id",
+            "SELECT id, host, arch, version, concurrency, builds, is_draining, stats, \
+             first_seen_ms, last_seen_ms FROM workers ORDER BY last_seen_ms DESC, id",
         )
         .fetch_all(self.pool())
         .await?;
@@ -95,6 +100,8 @@ impl Store {
 
 #[cfg(test)]
 mod tests {
+    use kiln_proto::amqp::WorkerStats;
+
     use super::*;
     use crate::store::tests::sqlite_store;
 
@@ -106,6 +113,7 @@ mod tests {
             concurrency: 2,
             builds: builds.iter().map(|b| (*b).to_owned()).collect(),
             is_draining: false,
+            stats: WorkerStats::default(),
         }
     }
 
@@ -123,6 +131,13 @@ mod tests {
             .unwrap();
         let mut later = heartbeat("w1", &["bb"]);
         later.is_draining = true;
+        later.stats.bytes_pulled = 42;
+        later
+            .stats
+            .step_seconds
+            .entry("run".into())
+            .or_default()
+            .observe(1_500);
         store.record_heartbeat("w1", &later, 200).await.unwrap();
 
         let workers = store.workers().await.unwrap();

@@ -79,6 +79,7 @@ impl Scheduler {
                 concurrency: 1,
                 builds,
                 is_draining: false,
+                stats: Default::default(),
             }),
         );
         self.channel

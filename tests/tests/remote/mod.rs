@@ -222,6 +222,34 @@ async fn cancel_during_post_stops_the_build_within_two_seconds() {
     cluster.stop().await;
 }
 
+/// A definition on the library image `from` whose `%post` prints the base's `/base-marker`.
+fn derived_definition(from: &str) -> String {
+    format!(
+        "Bootstrap: library\nFrom: {from}\n\n%post\n    echo \"base says: $(cat /base-marker)\"\n"
+    )
+}
+
+/// Builds [`derived_definition`] of `from` as the cluster's user and asserts it succeeds with
+/// `expected` in its log; returns the final status.
+async fn build_on_library_base(cluster: &Cluster, from: &str, expected: &str) -> Value {
+    let id = cluster.submit_ok(&derived_definition(from)).await;
+    let seen = cluster
+        .open_log(&id)
+        .await
+        .read_to_close(BUILD_TIMEOUT)
+        .await;
+    let status = cluster.status(&id).await;
+    assert_eq!(
+        status["state"],
+        "succeeded",
+        "{status}\n{}\n{}",
+        seen.text,
+        cluster.worker_logs()
+    );
+    assert!(seen.text.contains(expected), "{}", seen.text);
+    status
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_library_result_is_the_base_of_the_next_build() {
     let registry = registry();
@@ -238,29 +266,133 @@ async fn a_library_result_is_the_base_of_the_next_build() {
     let status = cluster.wait_complete(&first, BUILD_TIMEOUT).await;
     assert_eq!(status["state"], "succeeded", "{status}");
     // No `Library:` header: the worker pulls from this service's own library.
-    let derived = "Bootstrap: library\nFrom: alice/builds/base:v1\n\n%post\n    echo \"base says: $(cat /base-marker)\"\n";
-    let second = cluster.submit_ok(derived).await;
-    let seen = cluster
-        .open_log(&second)
-        .await
-        .read_to_close(BUILD_TIMEOUT)
-        .await;
-    let status = cluster.status(&second).await;
-    assert_eq!(
-        status["state"],
-        "succeeded",
-        "{status}\n{}\n{}",
-        seen.text,
-        cluster.worker_logs()
-    );
-    assert!(
-        seen.text.contains("base says: made in the base build"),
-        "{}",
-        seen.text
-    );
+    let status = build_on_library_base(
+        &cluster,
+        "alice/builds/base:v1",
+        "base says: made in the base build",
+    )
+    .await;
     let image = cluster
         .download(status["libraryRef"].as_str().unwrap())
         .await;
     siftool_list(cluster.scratch(), &image);
+    cluster.stop().await;
+}
+
+/// A remote build's ephemeral result is private (`alice/remote-builds/rb-<id>`): the owner's
+/// next build can start from it, since the worker reads with the build's own credential, and
+/// another user's build cannot, and is told the image does not exist.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_private_result_is_a_base_for_its_owner_only() {
+    let registry = registry();
+    let cluster = cluster(Db::Sqlite, &registry).await;
+    let base = busybox_definition(&registry, "    echo 'private base' > /base-marker");
+    let first = cluster.submit_ok(&base).await;
+    let status = cluster.wait_complete(&first, BUILD_TIMEOUT).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let private_ref = status["libraryRef"].as_str().unwrap().to_owned();
+    assert!(private_ref.contains("/remote-builds/"), "{private_ref}");
+    let path = private_ref.trim_start_matches("library://");
+    let anonymous = reqwest::get(format!("{}/v1/images/{path}?arch=amd64", cluster.base))
+        .await
+        .unwrap();
+    assert_eq!(anonymous.status(), 404, "the result must be private");
+
+    build_on_library_base(&cluster, path, "base says: private base").await;
+
+    let bob = cluster.add_user("bob", false).await;
+    let stolen = bob.submit_ok(&derived_definition(path)).await;
+    let status = bob.wait_complete(&stolen, BUILD_TIMEOUT).await;
+    assert_eq!(status["state"], "failed", "{status}");
+    let reason = status["failureReason"].as_str().unwrap_or_default();
+    assert!(reason.contains("does not exist in the library"), "{status}");
+    cluster.stop().await;
+}
+
+/// The value of the first series of `/metrics` named `name` whose labels contain every one of
+/// `labels` (`key="value"`).
+fn series_value(text: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| line.rsplit_once(' '))
+        .find(|(series, _)| {
+            series.split('{').next() == Some(name) && labels.iter().all(|l| series.contains(l))
+        })
+        .and_then(|(_, value)| value.parse().ok())
+}
+
+/// A worker's own counters (builds by outcome, bytes pulled and pushed, log lines, step times)
+/// travel in its heartbeats and show on the scheduler's `/metrics`, labelled by worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn worker_counters_show_on_the_schedulers_metrics() {
+    let registry = registry();
+    let cluster = cluster(Db::Sqlite, &registry).await;
+    let scrape = || async {
+        reqwest::get(format!("{}/metrics", cluster.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let before = scrape().await;
+    let finished = |text: &str| {
+        series_value(
+            text,
+            "kiln_worker_builds_total",
+            &["outcome=\"finished\"", "worker=\"w"],
+        )
+        .unwrap_or(0.0)
+    };
+    assert_eq!(finished(&before), 0.0, "{before}");
+
+    let id = cluster
+        .submit_ok(&busybox_definition(&registry, "    echo counted line"))
+        .await;
+    let status = cluster.wait_complete(&id, BUILD_TIMEOUT).await;
+    assert_eq!(status["state"], "succeeded", "{status}");
+    let image_size = status["imageSize"].as_f64().unwrap();
+
+    // The counters arrive with the next heartbeat (every second here).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let after = loop {
+        let text = scrape().await;
+        if finished(&text) >= 1.0 || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(finished(&after), 1.0, "{after}");
+    let worker = after
+        .lines()
+        .find(|l| l.starts_with("kiln_worker_builds_total") && l.contains("finished"))
+        .and_then(|l| l.split("worker=\"").nth(1))
+        .and_then(|rest| rest.split('"').next())
+        .unwrap()
+        .to_owned();
+    let of_worker = format!("worker=\"{worker}\"");
+    let value = |name: &str, extra: &[&str]| {
+        let mut labels = vec![of_worker.as_str()];
+        labels.extend_from_slice(extra);
+        series_value(&after, name, &labels).unwrap_or(0.0)
+    };
+    assert!(
+        value("kiln_worker_pulled_bytes_total", &[]) > 0.0,
+        "the busybox layers were pulled: {after}"
+    );
+    assert_eq!(
+        value("kiln_worker_pushed_bytes_total", &[]),
+        image_size,
+        "{after}"
+    );
+    assert!(value("kiln_worker_log_lines_total", &[]) >= 1.0, "{after}");
+    for step in ["fetch", "run", "squash", "upload"] {
+        let label = format!("step=\"{step}\"");
+        assert_eq!(
+            value("kiln_worker_step_seconds_count", &[label.as_str()]),
+            1.0,
+            "{step}: {after}"
+        );
+    }
     cluster.stop().await;
 }

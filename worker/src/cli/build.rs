@@ -35,6 +35,14 @@ pub struct BuildArgsCli {
     /// Library API base URL for `Bootstrap: library` without a `Library:` header.
     #[arg(long)]
     library: Option<String>,
+    /// Bearer token sent to the `--library` URL (and no other), to pull private images.
+    #[arg(
+        long,
+        env = "KILN_LIBRARY_TOKEN",
+        requires = "library",
+        hide_env_values = true
+    )]
+    library_token: Option<String>,
     /// A registry spoken to over plain HTTP, HOST:PORT; repeatable.
     #[arg(long = "insecure-registry", value_name = "HOST:PORT")]
     insecure_registries: Vec<String>,
@@ -196,6 +204,11 @@ fn build_inner(args: &BuildArgsCli, reporter: &BuildReporter) -> Result<(), Buil
         context_tar: args.context_tar.clone(),
         working_dir: args.working_dir.clone().unwrap_or_else(|| "/".into()),
         library_url: args.library.clone(),
+        library_credential: args
+            .library
+            .clone()
+            .zip(args.library_token.clone())
+            .map(|(url, token)| kiln_proto::amqp::LibraryCredential { url, token }),
         insecure_registries: args.insecure_registries.clone(),
         notest: args.notest,
         work_dir,

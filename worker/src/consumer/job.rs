@@ -247,6 +247,7 @@ async fn attempt_build(
             .clone()
             .map_or_else(|| PathBuf::from("/"), PathBuf::from),
         library_url: job.library_url.clone(),
+        library_credential: job.library_credential.clone(),
         insecure_registries: worker.insecure_registries.clone(),
         notest: false,
         work_dir: work_dir.join("build"),

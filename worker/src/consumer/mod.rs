@@ -15,6 +15,7 @@
 
 mod job;
 mod publisher;
+mod stats;
 mod transfer;
 
 use std::collections::HashMap;
@@ -726,6 +727,7 @@ async fn heartbeat(
             concurrency: u32::from(config.concurrency),
             builds,
             is_draining: is_draining.load(Ordering::SeqCst),
+            stats: events.stats().snapshot(),
         };
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

@@ -18,6 +18,7 @@ use lapin::{BasicProperties, Channel, Confirmation, Connection};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
+use super::stats::{BuildStats, StatsRecorder};
 use crate::events::EventSink;
 
 /// Why publishing one event failed; the publisher reconnects and tries again.
@@ -40,6 +41,7 @@ struct Outgoing {
 #[derive(Clone)]
 pub struct EventQueue {
     sender: mpsc::UnboundedSender<Outgoing>,
+    stats: StatsRecorder,
 }
 
 impl EventQueue {
@@ -49,8 +51,14 @@ impl EventQueue {
         let sink = BuildSink {
             queue: self.clone(),
             final_confirmed: Mutex::new(Some(confirmed)),
+            stats: self.stats.build(),
         };
         (sink, receiver)
+    }
+
+    /// The counters of every build queued here, for the heartbeats.
+    pub fn stats(&self) -> &StatsRecorder {
+        &self.stats
     }
 
     /// Queues a message that nobody waits for (heartbeats).
@@ -67,10 +75,13 @@ pub struct BuildSink {
     queue: EventQueue,
     /// Handed to the first final event of the build.
     final_confirmed: Mutex<Option<oneshot::Sender<()>>>,
+    /// Counts the build's events into the worker's counters.
+    stats: BuildStats,
 }
 
 impl EventSink for BuildSink {
     fn send(&self, message: &EventMessage) {
+        self.stats.record(message);
         let confirmed = if message.is_final() {
             self.final_confirmed
                 .lock()
@@ -98,7 +109,10 @@ pub struct EventPublisher {
 pub fn event_queue(url: &str, topology: Topology, arch: &str) -> (EventQueue, EventPublisher) {
     let (sender, receiver) = mpsc::unbounded_channel();
     (
-        EventQueue { sender },
+        EventQueue {
+            sender,
+            stats: StatsRecorder::default(),
+        },
         EventPublisher {
             url: url.to_owned(),
             topology,

@@ -4,12 +4,13 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::to_go_json;
 
 /// The attributes of an image, each the content of its file with trailing newlines removed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct InspectMetadata {
     /// SCIF apps by name.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -38,7 +39,8 @@ pub struct InspectMetadata {
 }
 
 /// The attributes of one SCIF app, from `/scif/apps/<name>/scif/`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
 pub struct AppMetadata {
     /// `env/9*-environment.sh` by absolute in-image path.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]

@@ -155,7 +155,8 @@ const MAX_LIBRARY_SIF_BYTES: u64 = 64 << 30;
 /// else the build's library URL; a host in the reference wins, over https) for the build's
 /// architecture, downloads the image file, checks it against the image's `hash`, and unpacks it
 /// onto `root` like [`oras`] (`library-api.md` §6.2, `deffile.md` §9.2). Returns the SIF's
-/// `oci-config.json` object, if any. Requests are anonymous.
+/// `oci-config.json` object, if any. Requests carry the build's library credential when it is
+/// for this library (so the owner's private images can be a base), and are anonymous otherwise.
 pub async fn library(
     from: &str,
     url: Option<&str>,
@@ -181,7 +182,9 @@ pub async fn library(
         }
     };
     let cache = open_cache(options)?;
-    let client = super::library::LibraryClient::new(&base).map_err(library_error)?;
+    let client = super::library::LibraryClient::new(&base)
+        .map_err(library_error)?
+        .with_credential(options.library_credential.as_ref());
     let fetched = async {
         let image = client
             .image(&reference, &options.arch)

@@ -17,7 +17,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use kiln_definitions::BuildArgs;
-use kiln_proto::amqp::{BuildState, Finished, LogStream};
+use kiln_proto::amqp::{BuildState, Finished, LibraryCredential, LogStream};
 use kiln_proto::sif::{Arch, CreateOptions, write_singularity_image};
 use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
@@ -29,14 +29,13 @@ use super::error::{BuildError, io};
 use super::files::{context_pattern, copy_entry, glob};
 use super::layer::TreeRecords;
 use super::plan::{Agent, POST_SCRIPT, Plan, StagePlan, plan};
-use super::stage_meta::{MetaInput, inspect_metadata, write_apps, write_metadata};
+use super::stage_meta::{MetaInput, write_apps};
+use super::tasks::BUILD_LABELS;
 use crate::events::BuildReporter;
 use crate::image::SquashfsOptions;
 use crate::metadata::{RootfsEntry, base_environment};
 use crate::sandbox::{OutputLine, Sandbox, SandboxCommand, SandboxError, Stream};
 
-/// Where `%post` may leave labels (`deffile.md` §8.3).
-const BUILD_LABELS: &str = "/.build.labels";
 /// The environment `%post` and `%test` start from (SingularityCE's `--cleanenv`).
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 /// Largest build context accepted, unpacked, in bytes.
@@ -55,6 +54,8 @@ pub struct BuildOptions {
     pub working_dir: PathBuf,
     /// The build's library URL, for `Bootstrap: library` without `Library:`.
     pub library_url: Option<String>,
+    /// A token for one library, so `Bootstrap: library` can read the owner's private images.
+    pub library_credential: Option<LibraryCredential>,
     /// Registries spoken to over plain HTTP (`HOST:PORT`).
     pub insecure_registries: Vec<String>,
     /// Skip `%test`.
@@ -167,8 +168,14 @@ async fn build_stages(
         .last()
         .ok_or_else(|| BuildError::Refused("no stage".into()))?;
     env.reporter.state(BuildState::Packing);
-    let root = Confined::open(&last.rootfs).map_err(io("open", &last.rootfs))?;
-    let inspect = inspect_metadata(&root, &image_stage.apps)?;
+    let inspect = super::tasks::inspect(
+        env.sandbox,
+        env.cancel,
+        &last.rootfs,
+        image_stage.number,
+        &image_stage.apps,
+    )
+    .await?;
     let squashfs = options.work_dir.join("rootfs.squashfs");
     let summary = super::tasks::squash(
         env.sandbox,
@@ -279,7 +286,6 @@ async fn run_stage(
         }
     }
 
-    let mut post_labels = None;
     if let Some((argv, body)) = &stage.post {
         reporter.state(BuildState::Running("post".into()));
         root.write(Path::new(POST_SCRIPT), 0o755, body.as_bytes())
@@ -295,27 +301,25 @@ async fn run_stage(
             is_read_only: false,
         };
         run_script(env, &command, "post", n).await?;
-        root.remove_file(Path::new(POST_SCRIPT))
-            .map_err(io("remove", Path::new(POST_SCRIPT)))?;
-        post_labels = root
-            .read(Path::new(BUILD_LABELS))
-            .map_err(io("read", Path::new(BUILD_LABELS)))?
-            .map(|b| String::from_utf8_lossy(&b).into_owned());
-        let _ = root.remove_file(Path::new(BUILD_LABELS));
     }
 
-    let now = OffsetDateTime::now_utc();
-    let warnings = write_metadata(
-        &root,
-        stage,
-        &MetaInput {
-            deffile: &plan.deffile,
-            arch: &options.arch,
-            builder_version: &options.builder_version,
-            post_labels: post_labels.as_deref(),
-            now,
-        },
-    )?;
+    let meta = MetaInput {
+        deffile: plan.deffile.clone(),
+        arch: options.arch.clone(),
+        builder_version: options.builder_version.clone(),
+        post_labels: None,
+        build_time: OffsetDateTime::now_utc().unix_timestamp(),
+    };
+    let warnings = super::tasks::finish_stage(
+        env.sandbox,
+        env.cancel,
+        &rootfs,
+        n,
+        &stage.definition,
+        meta,
+        stage.post.is_some(),
+    )
+    .await?;
     for warning in warnings {
         reporter.log(LogStream::System, format!("WARNING: {warning}"));
     }

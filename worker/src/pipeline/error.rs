@@ -100,6 +100,16 @@ pub enum BuildError {
         #[source]
         source: kiln_proto::sif::SifError,
     },
+    /// The stage's metadata could not be written or read back after `%post`.
+    #[error("failed to write the metadata of stage {stage}: {message}")]
+    Metadata {
+        /// 1-based stage number.
+        stage: usize,
+        /// What went wrong.
+        message: String,
+        /// Whether what `%post` left in the rootfs is at fault rather than the worker.
+        is_user_fault: bool,
+    },
     /// The build was cancelled.
     #[error("the build was cancelled")]
     Cancelled,
@@ -119,7 +129,9 @@ impl BuildError {
                 Outcome::Cancelled => Fault::Infrastructure,
             },
             Self::Image(error) if error.is_content_fault() => Fault::User,
-            Self::Squash { is_user_fault, .. } | Self::Bootstrap { is_user_fault, .. }
+            Self::Squash { is_user_fault, .. }
+            | Self::Bootstrap { is_user_fault, .. }
+            | Self::Metadata { is_user_fault, .. }
                 if *is_user_fault =>
             {
                 Fault::User
@@ -127,6 +139,7 @@ impl BuildError {
             Self::Io { .. }
             | Self::Bootstrap { .. }
             | Self::Squash { .. }
+            | Self::Metadata { .. }
             | Self::Sandbox(_)
             | Self::Image(_)
             | Self::Sif { .. }

@@ -8,6 +8,7 @@ use std::fmt;
 use std::io::Write;
 use std::time::Duration;
 
+use kiln_proto::amqp::LibraryCredential;
 use serde::Deserialize;
 
 use super::cache::{BlobLease, CacheError, LayerCache};
@@ -198,6 +199,7 @@ struct Envelope<T> {
 pub struct LibraryClient {
     http: reqwest::Client,
     base: reqwest::Url,
+    bearer: Option<String>,
 }
 
 impl LibraryClient {
@@ -223,7 +225,29 @@ impl LibraryClient {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(LibraryError::Client)?;
-        Ok(Self { http, base: url })
+        Ok(Self {
+            http,
+            base: url,
+            bearer: None,
+        })
+    }
+
+    /// Sends `credential`'s token with every request to this library's own URLs, if the
+    /// credential is for this library; a token for another library is never sent.
+    #[must_use]
+    pub fn with_credential(mut self, credential: Option<&LibraryCredential>) -> Self {
+        let same_library = |credential: &&LibraryCredential| {
+            Self::new(&credential.url).is_ok_and(|other| other.base == self.base)
+        };
+        self.bearer = credential
+            .filter(same_library)
+            .map(|credential| credential.token.clone());
+        self
+    }
+
+    /// Whether requests carry a token.
+    pub fn is_authenticated(&self) -> bool {
+        self.bearer.is_some()
     }
 
     fn url(&self, endpoint: &str, reference: &LibraryRef, arch: &str) -> reqwest::Url {
@@ -244,13 +268,18 @@ impl LibraryClient {
         url
     }
 
+    /// A GET of one of this library's URLs, with the token if there is one.
     async fn get(&self, url: reqwest::Url) -> Result<reqwest::Response, LibraryError> {
-        let text = url.to_string();
-        self.http
-            .get(url)
-            .send()
-            .await
-            .map_err(|source| LibraryError::Request { url: text, source })
+        let mut request = self.http.get(url.clone());
+        if let Some(token) = &self.bearer {
+            request = request.bearer_auth(token);
+        }
+        send(request, url).await
+    }
+
+    /// A GET of a URL the library redirected to: a capability of its own, so no token.
+    async fn get_redirected(&self, url: reqwest::Url) -> Result<reqwest::Response, LibraryError> {
+        send(self.http.get(url.clone()), url).await
     }
 
     /// `GET /v1/images/{ref}?arch=`.
@@ -339,7 +368,7 @@ impl LibraryClient {
                 .filter(|u| matches!(u.scheme(), "http" | "https"))
                 .ok_or_else(|| bad_record("a 303 without an absolute Location".into()))?;
             text = location.to_string();
-            response = self.get(location).await?;
+            response = self.get_redirected(location).await?;
         }
         expect_ok(&response, reference, arch, &text)?;
         let mut writer = cache.writer(&digest, image.size).map_err(cache_error)?;
@@ -369,6 +398,19 @@ impl LibraryClient {
             other => cache_error(other),
         })
     }
+}
+
+async fn send(
+    request: reqwest::RequestBuilder,
+    url: reqwest::Url,
+) -> Result<reqwest::Response, LibraryError> {
+    request
+        .send()
+        .await
+        .map_err(|source| LibraryError::Request {
+            url: url.to_string(),
+            source,
+        })
 }
 
 /// `Ok` for a 200; a 404 is [`LibraryError::NotFound`] (the client reads no body then).
@@ -408,6 +450,30 @@ async fn next_chunk(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_credential_goes_only_to_its_own_library() {
+        let credential = LibraryCredential {
+            url: "http://127.0.0.1:8080".into(),
+            token: "t".into(),
+        };
+        let client = |base: &str| {
+            LibraryClient::new(base)
+                .unwrap()
+                .with_credential(Some(&credential))
+                .is_authenticated()
+        };
+        assert!(client("http://127.0.0.1:8080/"));
+        assert!(client("http://127.0.0.1:8080"));
+        assert!(!client("http://127.0.0.1:8081"));
+        assert!(!client("https://127.0.0.1:8080"));
+        assert!(!client("http://127.0.0.1:8080/other"));
+        assert!(!client("https://cloud.sylabs.io"));
+        let anonymous = LibraryClient::new("http://127.0.0.1:8080")
+            .unwrap()
+            .with_credential(None);
+        assert!(!anonymous.is_authenticated());
+    }
 
     #[test]
     fn references_split_as_the_cli_splits_them() {

@@ -63,7 +63,7 @@ pub struct FilesStep {
 }
 
 /// One SCIF app of a stage, in `appOrder`.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct App {
     /// The app's name.
     pub name: String,

@@ -5,11 +5,13 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use kiln_definitions::Definition;
+use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::confined::Confined;
 use super::error::{BuildError, io};
-use super::plan::{App, StagePlan};
+use super::plan::App;
 use crate::metadata::{
     AppMetadata, BuildLabels, InspectMetadata, append_environment, build_date_label, help_file,
     merge_labels, section_script, to_go_json_indented,
@@ -17,18 +19,19 @@ use crate::metadata::{
 
 const D: &str = "/.singularity.d";
 
-/// What the metadata step needs besides the stage.
-pub struct MetaInput<'a> {
+/// What the metadata step needs besides the stage's definition.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MetaInput {
     /// The templated definition file.
-    pub deffile: &'a str,
+    pub deffile: String,
     /// Go architecture name.
-    pub arch: &'a str,
+    pub arch: String,
     /// `org.label-schema.usage.singularity.version`.
-    pub builder_version: &'a str,
+    pub builder_version: String,
     /// `NAME VALUE` lines `%post` wrote to `$SINGULARITY_LABELS`.
-    pub post_labels: Option<&'a str>,
-    /// Build time.
-    pub now: OffsetDateTime,
+    pub post_labels: Option<String>,
+    /// Build time, Unix seconds (the label has seconds).
+    pub build_time: i64,
 }
 
 fn write(root: &Confined, path: &str, mode: u32, content: &[u8]) -> Result<(), BuildError> {
@@ -44,10 +47,10 @@ fn read(root: &Confined, path: &str) -> Result<Option<Vec<u8>>, BuildError> {
 /// Writes the stage's metadata files and returns the labels' warnings.
 pub fn write_metadata(
     root: &Confined,
-    stage: &StagePlan,
-    input: &MetaInput<'_>,
+    definition: &Definition,
+    input: &MetaInput,
 ) -> Result<Vec<String>, BuildError> {
-    let scripts = &stage.definition.image_data.image_scripts;
+    let scripts = &definition.image_data.image_scripts;
     root.create_dir_all(Path::new("/.singularity.d/env"))
         .map_err(io("create", Path::new(D)))?;
     let help_path = format!("{D}/runscript.help");
@@ -61,14 +64,16 @@ pub fn write_metadata(
     }
     let existing_labels = read(root, &format!("{D}/labels.json"))?;
     let build = BuildLabels {
-        build_date: build_date_label(input.now),
-        builder_version: input.builder_version.to_owned(),
-        arch: input.arch.to_owned(),
-        header: stage.definition.header.clone().unwrap_or_default(),
+        build_date: build_date_label(
+            OffsetDateTime::from_unix_timestamp(input.build_time)
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH),
+        ),
+        builder_version: input.builder_version.clone(),
+        arch: input.arch.clone(),
+        header: definition.header.clone().unwrap_or_default(),
         has_help: !scripts.help.script.is_empty(),
     };
-    let definition_labels: Vec<(String, String)> = stage
-        .definition
+    let definition_labels: Vec<(String, String)> = definition
         .image_data
         .labels
         .iter()
@@ -76,7 +81,7 @@ pub fn write_metadata(
         .collect();
     let (labels, warnings) = merge_labels(
         existing_labels.as_deref(),
-        input.post_labels,
+        input.post_labels.as_deref(),
         build,
         &definition_labels,
     );

@@ -1,6 +1,7 @@
 //! The build steps that run as root of the build's user namespace, through
 //! [`Sandbox::run_task`]: squashing the built tree, `%files from <stage>`, unpacking a SIF
-//! base image, and removing stage trees.
+//! base image, removing stage trees, and everything after `%post` that touches
+//! `/.singularity.d` (its metadata written, then read back for `inspect-metadata.json`).
 //!
 //! Why: `%post` runs as root of a user namespace and may leave files the worker, outside it,
 //! can neither read nor remove: `/etc/shadow` 0600 or a home directory 0700 given to another
@@ -17,15 +18,20 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use kiln_definitions::Definition;
+
 use super::confined::Confined;
 use super::error::{BuildError, io};
 use super::files::{copy_entry, glob};
 use super::layer::TreeRecords;
+use super::plan::{App, POST_SCRIPT};
 use super::records_overlay::apply_records;
+use super::stage_meta::{MetaInput, inspect_metadata, write_metadata};
 use crate::image::tree::{Meta, Node, NodeId, NodeKind};
 use crate::image::{
     Codec, IdMap, ImageError, SquashfsOptions, Tree, apply_layer, read_dir_tree, write_squashfs,
 };
+use crate::metadata::InspectMetadata;
 use crate::sandbox::{Sandbox, SandboxError};
 
 /// Task name: write the SquashFS image of a built tree.
@@ -36,6 +42,10 @@ const COPY_FROM_STAGE: &str = "copy-from-stage";
 const REMOVE: &str = "remove";
 /// Task name: unpack a SquashFS image.
 const UNSQUASH: &str = "unsquash";
+/// Task name: clean up after `%post` and write the stage's metadata.
+const FINISH_STAGE: &str = "finish-stage";
+/// Task name: read the image's metadata back.
+const INSPECT: &str = "inspect";
 
 /// Why a task failed, as it crosses the process boundary.
 #[derive(Debug, Serialize, Deserialize)]
@@ -64,6 +74,12 @@ pub fn run(name: &str, input: &str) -> Result<String, String> {
         REMOVE => parse(input).and_then(|i| remove_here(&i)).and_then(to_json),
         UNSQUASH => parse(input)
             .and_then(|i| unsquash_here(&i))
+            .and_then(to_json),
+        FINISH_STAGE => parse(input)
+            .and_then(|i| finish_stage_here(&i))
+            .and_then(to_json),
+        INSPECT => parse(input)
+            .and_then(|i| inspect_here(&i))
             .and_then(to_json),
         other => Err(TaskFailure::infrastructure(format!(
             "unknown task {other:?}"
@@ -491,4 +507,125 @@ fn unsquash_here(input: &UnsquashInput) -> Result<(), TaskFailure> {
             ),
             is_user_fault: error.is_image_fault(),
         })
+}
+
+// Metadata.
+
+/// Where `%post` may leave `NAME VALUE` label lines (`$SINGULARITY_LABELS`, `deffile.md` §8.3).
+pub const BUILD_LABELS: &str = "/.build.labels";
+
+/// Input of the finish-stage task.
+#[derive(Debug, Serialize, Deserialize)]
+struct FinishStageInput {
+    /// The stage's tree.
+    rootfs: PathBuf,
+    /// 1-based stage number, for messages.
+    stage: usize,
+    /// The stage's templated definition.
+    definition: Definition,
+    /// The rest of what the metadata needs; `post_labels` is filled here.
+    meta: MetaInput,
+    /// Whether `%post` ran, leaving its script and maybe labels behind.
+    ran_post: bool,
+}
+
+/// After `%post`: removes its script, takes the labels it wrote, and writes the stage's
+/// `/.singularity.d` metadata (`deffile.md` §8.6); returns the labels' warnings. Runs as root
+/// of the build's user namespace, because `%post` may have given `/`, `/.singularity.d` or
+/// its files to another user or made them private, as SingularityCE, running as real root,
+/// would not notice.
+///
+/// # Errors
+/// [`BuildError::Metadata`]: the rootfs's fault unless the worker's disk failed.
+pub async fn finish_stage(
+    sandbox: &Sandbox,
+    cancel: &CancellationToken,
+    rootfs: &Path,
+    stage: usize,
+    definition: &Definition,
+    meta: MetaInput,
+    ran_post: bool,
+) -> Result<Vec<String>, BuildError> {
+    let input = FinishStageInput {
+        rootfs: rootfs.to_owned(),
+        stage,
+        definition: definition.clone(),
+        meta,
+        ran_post,
+    };
+    call(sandbox, cancel, FINISH_STAGE, &input, metadata_error(stage)).await
+}
+
+fn metadata_error(stage: usize) -> impl FnOnce(String, bool) -> BuildError {
+    move |message, is_user_fault| BuildError::Metadata {
+        stage,
+        message,
+        is_user_fault,
+    }
+}
+
+/// A failure of a metadata step: the rootfs is at fault unless the disk is.
+fn metadata_failure(error: &BuildError) -> TaskFailure {
+    let is_disk = matches!(
+        error,
+        BuildError::Io { source, .. }
+            if matches!(source.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
+    );
+    TaskFailure {
+        message: super::agents::chain(error),
+        is_user_fault: !is_disk,
+    }
+}
+
+fn finish_stage_here(input: &FinishStageInput) -> Result<Vec<String>, TaskFailure> {
+    let root = Confined::open(&input.rootfs)
+        .map_err(|e| TaskFailure::infrastructure(format!("{}: {e}", input.rootfs.display())))?;
+    let mut meta = input.meta.clone();
+    if input.ran_post {
+        let step = |what: &'static str, path: &'static str| {
+            move |source| metadata_failure(&io(what, Path::new(path))(source))
+        };
+        root.remove_file(Path::new(POST_SCRIPT))
+            .map_err(step("remove", POST_SCRIPT))?;
+        meta.post_labels = root
+            .read(Path::new(BUILD_LABELS))
+            .map_err(step("read", BUILD_LABELS))?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        let _ = root.remove_file(Path::new(BUILD_LABELS));
+    }
+    write_metadata(&root, &input.definition, &meta).map_err(|e| metadata_failure(&e))
+}
+
+/// Input of the inspect task.
+#[derive(Debug, Serialize, Deserialize)]
+struct InspectInput {
+    /// The image's tree.
+    rootfs: PathBuf,
+    /// Its SCIF apps.
+    apps: Vec<App>,
+}
+
+/// `inspect-metadata.json` of the finished tree, read as root of the build's user namespace
+/// (the files may be private to another user, see [`finish_stage`]).
+///
+/// # Errors
+/// [`BuildError::Metadata`] when a metadata file cannot be read.
+pub async fn inspect(
+    sandbox: &Sandbox,
+    cancel: &CancellationToken,
+    rootfs: &Path,
+    stage: usize,
+    apps: &[App],
+) -> Result<InspectMetadata, BuildError> {
+    let input = InspectInput {
+        rootfs: rootfs.to_owned(),
+        apps: apps.to_vec(),
+    };
+    call(sandbox, cancel, INSPECT, &input, metadata_error(stage)).await
+}
+
+fn inspect_here(input: &InspectInput) -> Result<InspectMetadata, TaskFailure> {
+    let root = Confined::open(&input.rootfs)
+        .map_err(|e| TaskFailure::infrastructure(format!("{}: {e}", input.rootfs.display())))?;
+    inspect_metadata(&root, &input.apps).map_err(|e| metadata_failure(&e))
 }

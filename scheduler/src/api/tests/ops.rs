@@ -30,8 +30,8 @@ fn metric(text: &str, series: &str) -> f64 {
 }
 
 #[tokio::test]
-async fn healthz_and_readyz_follow_the_broker_and_shutdown() {
-    let harness = harness(Limits::default()).await;
+async fn healthz_and_readyz_follow_the_broker_the_object_store_and_shutdown() {
+    let mut harness = harness(Limits::default()).await;
     let alive = harness
         .call(Method::GET, "/healthz", None, Body::empty())
         .await;
@@ -57,6 +57,27 @@ async fn healthz_and_readyz_follow_the_broker_and_shutdown() {
         .call(Method::GET, "/readyz", None, Body::empty())
         .await;
     assert_eq!(back.status, StatusCode::OK);
+    assert_eq!(back.body["data"]["objectStore"], "ok");
+
+    // An S3 endpoint where nothing listens.
+    let unreachable = [
+        ("aws_endpoint", "http://127.0.0.1:9"),
+        ("aws_allow_http", "true"),
+        ("aws_region", "us-east-1"),
+        ("aws_access_key_id", "kiln"),
+        ("aws_secret_access_key", "kiln"),
+    ]
+    .map(|(k, v)| (k.to_owned(), v.to_owned()));
+    let working = std::mem::replace(
+        &mut harness.state.objects,
+        crate::objects::Objects::open(Some("s3://kiln-gone"), &unreachable, harness.dir.path())
+            .unwrap(),
+    );
+    let down = harness
+        .call(Method::GET, "/readyz", None, Body::empty())
+        .await;
+    assert_error(&down, StatusCode::SERVICE_UNAVAILABLE, "object store");
+    harness.state.objects = working;
 
     harness.state.shutdown.cancel();
     let leaving = harness
@@ -164,6 +185,7 @@ async fn the_fleet_view_is_for_admins_and_marks_lost_workers() {
         concurrency: 1,
         builds,
         is_draining: false,
+        stats: Default::default(),
     };
     let store = &harness.state.store;
     store
