@@ -86,7 +86,10 @@ pub enum DownloadMode {
     #[default]
     Stream,
     /// `303` to an expiring capability URL that answers `Range` with `206`, for clients that
-    /// download in concurrent parts.
+    /// download in concurrent parts. With an S3 object store it is a presigned URL of the
+    /// bucket, so the bytes skip the scheduler: clients must reach the bucket, and
+    /// SingularityCE 3.10 / Apptainer 1.1, which send their token to any host, are refused
+    /// by S3 (a presigned URL and an `Authorization` header together).
     Redirect,
 }
 
@@ -106,7 +109,8 @@ pub struct LibraryConfig {
         value_parser = parse_key_value
     )]
     pub object_store_options: Vec<(String, String)>,
-    /// Bytes of images one user may store in the library; 0 means unlimited.
+    /// Bytes of images one user may store in the library; 0 means unlimited. A user's own
+    /// quota (`admin user quota`) overrides it.
     #[arg(
         long = "library-quota",
         env = "KILN_LIBRARY_QUOTA",
@@ -312,6 +316,14 @@ pub enum UserCommand {
         #[arg(skip)]
         password: String,
     },
+    /// Set a user's library storage quota: bytes, `unlimited`, or `default` (the deployment's
+    /// `--library-quota`).
+    Quota {
+        /// Login name.
+        name: String,
+        /// Bytes (at least 1), `unlimited` or `default`.
+        quota: QuotaSetting,
+    },
     /// Change a user's limits (an omitted limit goes back to the deployment's default).
     Set {
         /// Login name.
@@ -323,6 +335,50 @@ pub enum UserCommand {
         #[arg(long)]
         max_concurrent_builds: Option<u64>,
     },
+}
+
+/// A user's library quota as `admin user quota` takes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaSetting {
+    /// This many bytes (at least 1).
+    Bytes(u64),
+    /// No limit, whatever the deployment's default.
+    Unlimited,
+    /// The deployment's `--library-quota`.
+    Default,
+}
+
+impl QuotaSetting {
+    /// The stored form: `None` for the default, `Some(0)` for unlimited.
+    pub fn stored(self) -> Option<u64> {
+        match self {
+            Self::Bytes(bytes) => Some(bytes),
+            Self::Unlimited => Some(0),
+            Self::Default => None,
+        }
+    }
+}
+
+impl std::str::FromStr for QuotaSetting {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "unlimited" => Ok(Self::Unlimited),
+            "default" => Ok(Self::Default),
+            // 0 would read as unlimited on the wire (the client prints "out of unlimited
+            // quota" for `quotaTotal: 0`), so it is refused rather than guessed at.
+            _ => match text.parse::<u64>() {
+                Ok(0) => Err("a quota of 0 bytes is not allowed: give at least 1 byte, \
+                     `unlimited` or `default`"
+                    .into()),
+                Ok(bytes) => Ok(Self::Bytes(bytes)),
+                Err(_) => Err(format!(
+                    "invalid quota {text:?}: expected a number of bytes, `unlimited` or `default`"
+                )),
+            },
+        }
+    }
 }
 
 /// `admin token ...`.

@@ -40,7 +40,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::api::AppState;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{AdminCommand, AdminConfig, ServeConfig, TokenCommand, UserCommand};
+use crate::config::{
+    AdminCommand, AdminConfig, QuotaSetting, ServeConfig, TokenCommand, UserCommand,
+};
 use crate::queue::AmqpBroker;
 use crate::store::{Store, StoreError, UserLimits};
 
@@ -215,6 +217,18 @@ pub async fn admin(config: AdminConfig, clock: &dyn Clock) -> Result<String, Adm
             };
             store.set_user_limits(&name, limits).await?;
             format!("updated user {name}")
+        }
+        AdminCommand::User(UserCommand::Quota { name, quota }) => {
+            store.set_library_quota(&name, quota.stored()).await?;
+            match quota {
+                QuotaSetting::Bytes(bytes) => {
+                    format!("set the library quota of {name} to {bytes} bytes")
+                }
+                QuotaSetting::Unlimited => format!("set the library quota of {name} to unlimited"),
+                QuotaSetting::Default => {
+                    format!("set the library quota of {name} to the deployment's default")
+                }
+            }
         }
         AdminCommand::User(UserCommand::Passwd { name, password }) => {
             let hash = password::hash_password(&password)?;

@@ -10,13 +10,20 @@
 use std::ops::Range;
 use std::path::Path as FsPath;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::signer::{Method, Signer};
+use object_store::{
+    GetOptions, GetRange, ObjectStore, ObjectStoreExt, ObjectStoreScheme, PutPayload,
+    WriteMultipart,
+};
 use sha2::{Digest, Sha256};
 
 /// Bytes per part of a streamed write: S3 wants at least 5 MiB per part but the last.
@@ -24,6 +31,14 @@ pub const CHUNK_BYTES: usize = 8 * 1024 * 1024;
 
 /// Parts of one write uploading at once; with [`CHUNK_BYTES`] this bounds a write's memory.
 pub const MAX_PARTS_IN_FLIGHT: usize = 2;
+
+/// How many store parts [`Objects::put_parts`] makes of `length` bytes: one per whole
+/// [`CHUNK_BYTES`], at least one.
+pub fn store_parts_of(length: u64) -> usize {
+    usize::try_from(length / CHUNK_BYTES as u64)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
 
 /// Why the object store failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +82,8 @@ fn store_error(error: object_store::Error, key: &str) -> ObjectsError {
 #[derive(Debug, Clone)]
 pub struct Objects {
     store: Arc<dyn ObjectStore>,
+    /// The same store when it is S3, which can presign URLs.
+    s3: Option<Arc<AmazonS3>>,
     prefix: Path,
 }
 
@@ -137,23 +154,66 @@ impl Objects {
                     .with_automatic_cleanup(true);
                 Ok(Self {
                     store: Arc::new(store),
+                    s3: None,
                     prefix: Path::default(),
                 })
             }
             Some(text) => {
+                let invalid =
+                    |e: object_store::Error| ObjectsError::Url(text.to_owned(), Box::new(e));
                 let parsed = url::Url::parse(text)
                     .map_err(|e| ObjectsError::Url(text.to_owned(), Box::new(e)))?;
+                let (scheme, s3_prefix) = ObjectStoreScheme::parse(&parsed)
+                    .map_err(|e| ObjectsError::Url(text.to_owned(), Box::new(e)))?;
+                if scheme == ObjectStoreScheme::AmazonS3 {
+                    // Built here rather than by `parse_url_opts`, which hides the type: the
+                    // S3 store also signs URLs (`presigned_get`).
+                    let builder = options.iter().fold(
+                        AmazonS3Builder::new().with_url(text),
+                        |builder, (key, value)| match key.to_ascii_lowercase().parse() {
+                            Ok(key) => builder.with_config(key, value),
+                            Err(_) => builder,
+                        },
+                    );
+                    let s3 = Arc::new(builder.build().map_err(invalid)?);
+                    return Ok(Self {
+                        store: s3.clone(),
+                        s3: Some(s3),
+                        prefix: s3_prefix,
+                    });
+                }
                 let (store, prefix) = object_store::parse_url_opts(
                     &parsed,
                     options.iter().map(|(k, v)| (k.as_str(), v.as_str())),
                 )
-                .map_err(|e| ObjectsError::Url(text.to_owned(), Box::new(e)))?;
+                .map_err(invalid)?;
                 Ok(Self {
                     store: Arc::from(store),
+                    s3: None,
                     prefix,
                 })
             }
         }
+    }
+
+    /// A URL that lets anyone without credentials `GET` `key` (with `Range`, answered 206)
+    /// for `expires_in`, when the store can presign one (S3); `None` for the others.
+    ///
+    /// # Errors
+    /// [`ObjectsError::Store`] when signing fails (no credentials).
+    pub async fn presigned_get(
+        &self,
+        key: &str,
+        expires_in: Duration,
+    ) -> Result<Option<String>, ObjectsError> {
+        let Some(s3) = &self.s3 else {
+            return Ok(None);
+        };
+        let url = s3
+            .signed_url(Method::GET, &self.path(key), expires_in)
+            .await
+            .map_err(ObjectsError::Store)?;
+        Ok(Some(url.to_string()))
     }
 
     fn path(&self, key: &str) -> Path {
@@ -212,6 +272,133 @@ impl Objects {
             size,
             sha256: hex::encode(hasher.finalize()),
         })
+    }
+
+    /// Whether the parts of a multipart upload can go straight into one multipart upload of
+    /// the final object ([`Self::start_parts`]), as S3 allows; else each part is an object of
+    /// its own, joined by a copy.
+    pub fn has_direct_parts(&self) -> bool {
+        self.s3.is_some()
+    }
+
+    fn multipart(&self) -> Result<&AmazonS3, object_store::Error> {
+        self.s3
+            .as_deref()
+            .ok_or_else(|| object_store::Error::NotSupported {
+                source: "this object store has no direct multipart uploads".into(),
+            })
+    }
+
+    /// Starts a multipart upload of `key` whose parts [`Self::put_parts`] sends; returns its
+    /// id. Nothing is visible until [`Self::finish_parts`].
+    ///
+    /// # Errors
+    /// [`ObjectsError::Store`], also when the store has no direct parts.
+    pub async fn start_parts(&self, key: &str) -> Result<String, ObjectsError> {
+        let s3 = self.multipart().map_err(ObjectsError::Store)?;
+        s3.create_multipart(&self.path(key))
+            .await
+            .map_err(ObjectsError::Store)
+    }
+
+    /// Streams `length` bytes of `source` into the multipart upload `upload_id` of `key` as
+    /// the store's parts `first_index..`, [`store_parts_of`]`(length)` of them (all but the
+    /// last [`CHUNK_BYTES`] long, the last up to twice that, so memory stays bounded and every
+    /// part but the very last of the object meets S3's 5 MiB minimum). `inspect` sees every
+    /// byte in order. Returns the bytes received and the parts' ids; when fewer than `length`
+    /// bytes came, the last part is not sent.
+    ///
+    /// # Errors
+    /// [`WriteError`]; more than `length` bytes is [`WriteError::TooLarge`].
+    pub async fn put_parts<S, E>(
+        &self,
+        key: &str,
+        upload_id: &str,
+        first_index: usize,
+        length: u64,
+        source: S,
+        inspect: &mut (dyn FnMut(&[u8]) + Send),
+    ) -> Result<(u64, Vec<String>), WriteError>
+    where
+        S: Stream<Item = Result<Bytes, E>> + Send,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let s3 = self.multipart().map_err(WriteError::Store)?;
+        let path = self.path(key);
+        let id = upload_id.to_owned();
+        let count = store_parts_of(length);
+        let mut ids = Vec::with_capacity(count);
+        let mut buffer: Vec<Bytes> = Vec::new();
+        let mut buffered = 0usize;
+        let mut received = 0u64;
+        let mut source = std::pin::pin!(source);
+        while let Some(chunk) = source.next().await {
+            let mut chunk = chunk.map_err(|e| WriteError::Source(Box::new(e)))?;
+            received = received.saturating_add(chunk.len() as u64);
+            if received > length {
+                return Err(WriteError::TooLarge(length));
+            }
+            inspect(&chunk);
+            // Cut at part boundaries; the last part takes whatever remains.
+            while !chunk.is_empty() {
+                let room = CHUNK_BYTES - buffered;
+                if ids.len() + 1 == count || chunk.len() < room {
+                    buffered += chunk.len();
+                    buffer.push(chunk);
+                    break;
+                }
+                buffer.push(chunk.split_to(room));
+                let payload = PutPayload::from_iter(std::mem::take(&mut buffer));
+                buffered = 0;
+                let part = s3
+                    .put_part(&path, &id, first_index + ids.len(), payload)
+                    .await
+                    .map_err(WriteError::Store)?;
+                ids.push(part.content_id);
+            }
+        }
+        if received == length {
+            let payload = PutPayload::from_iter(buffer);
+            let part = s3
+                .put_part(&path, &id, first_index + ids.len(), payload)
+                .await
+                .map_err(WriteError::Store)?;
+            ids.push(part.content_id);
+        }
+        Ok((received, ids))
+    }
+
+    /// Makes the multipart upload `upload_id` of `key` visible, made of `parts` in order
+    /// (the ids [`Self::put_parts`] returned, of every part).
+    ///
+    /// # Errors
+    /// [`ObjectsError::Store`].
+    pub async fn finish_parts(
+        &self,
+        key: &str,
+        upload_id: &str,
+        parts: Vec<String>,
+    ) -> Result<(), ObjectsError> {
+        let parts = parts
+            .into_iter()
+            .map(|content_id| PartId { content_id })
+            .collect();
+        let s3 = self.multipart().map_err(ObjectsError::Store)?;
+        s3.complete_multipart(&self.path(key), &upload_id.to_owned(), parts)
+            .await
+            .map_err(ObjectsError::Store)?;
+        Ok(())
+    }
+
+    /// Throws the multipart upload `upload_id` of `key` and its parts away.
+    ///
+    /// # Errors
+    /// [`ObjectsError::Store`].
+    pub async fn abort_parts(&self, key: &str, upload_id: &str) -> Result<(), ObjectsError> {
+        let s3 = self.multipart().map_err(ObjectsError::Store)?;
+        s3.abort_multipart(&self.path(key), &upload_id.to_owned())
+            .await
+            .map_err(ObjectsError::Store)
     }
 
     /// Reads `key`, all of it or `range` (clipped to its end).

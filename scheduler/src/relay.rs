@@ -279,6 +279,10 @@ impl<'a> Session<'a> {
                     (FinalState::Succeeded { .. }, Some(row)) => {
                         match crate::library::publish_build_result(self.state, row).await {
                             Ok(()) => outcome,
+                            // Over the owner's library quota: the user's to fix, say so.
+                            Err(crate::api::ApiError::InsufficientStorage(reason)) => {
+                                FinalState::Failed(reason)
+                            }
                             Err(error) => {
                                 tracing::error!(build_id = %build_id, error = %error, "could not publish the build result");
                                 FinalState::Failed(

@@ -1,17 +1,19 @@
 //! Image downloads (library-api.md §6.2, §6.3): `GET /v1/imagefile/{ref}?arch=` answers either
 //! `200` with the file streamed from the object store (every client generation takes it), or
 //! `303 See Other` to an absolute, expiring capability URL that serves `Range: bytes=S-E` with
-//! `206` and `Content-Range` (for clients that download in concurrent parts). Never 302/307:
-//! Apptainer 1.0 and SingularityCE 3.9 refuse them.
+//! `206` and `Content-Range` (for clients that download in concurrent parts): a presigned URL
+//! of the S3 bucket when the images are in S3, so the bytes skip the scheduler, else the
+//! scheduler's own. Never 302/307: Apptainer 1.0 and SingularityCE 3.9 refuse them.
 
 use std::ops::Range;
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header::{
     ACCEPT_RANGES, CONTENT_LENGTH, CONTENT_RANGE, CONTENT_TYPE, LOCATION, RANGE,
 };
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::images::{ArchQuery, resolve};
@@ -23,9 +25,11 @@ use crate::secrets::{new_capability, token_hash};
 use crate::store::ImageRow;
 
 /// `GET /v1/imagefile/{ref}?arch=`: 404 when the image is missing, hidden, or has no file yet.
+/// `HEAD` answers the size and counts no download (as Hinkskalle, §6.3).
 pub async fn download(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
+    method: Method,
     Path(reference): Path<String>,
     Query(query): Query<ArchQuery>,
 ) -> Result<Response, ApiError> {
@@ -37,17 +41,36 @@ pub async fn download(
         true,
     )
     .await?;
+    if method == Method::HEAD {
+        return Ok(file_headers(
+            StatusCode::OK,
+            u64::try_from(image.size).unwrap_or(0),
+        ));
+    }
     state.store.count_download(&located.container.id).await?;
     match state.library.download {
         DownloadMode::Stream => serve(&state, &image, None).await,
         DownloadMode::Redirect => {
-            let token = new_capability();
-            let expires_ms = after_seconds(&state, state.library.url_ttl_seconds);
-            state
-                .store
-                .insert_download(&token_hash(&token), &image.id, expires_ms)
-                .await?;
-            let location = format!("{}/v1/library-blob/{token}", state.public_url);
+            let ttl = Duration::from_secs(state.library.url_ttl_seconds);
+            // S3 serves the ranges itself through a presigned URL; the scheduler's own
+            // capability URL otherwise.
+            let presigned = state
+                .objects
+                .presigned_get(&image.object_key, ttl)
+                .await
+                .map_err(ApiError::internal)?;
+            let location = match presigned {
+                Some(url) => url,
+                None => {
+                    let token = new_capability();
+                    let expires_ms = after_seconds(&state, state.library.url_ttl_seconds);
+                    state
+                        .store
+                        .insert_download(&token_hash(&token), &image.id, expires_ms)
+                        .await?;
+                    format!("{}/v1/library-blob/{token}", state.public_url)
+                }
+            };
             let mut response = StatusCode::SEE_OTHER.into_response();
             response.headers_mut().insert(
                 LOCATION,
@@ -130,16 +153,14 @@ async fn serve(
             other => ApiError::internal(other),
         })?;
     let length = read.range.end - read.range.start;
-    let mut response = Body::from_stream(read.stream).into_response();
-    let headers = response.headers_mut();
-    headers.insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static("application/octet-stream"),
-    );
-    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
-    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    let status = if range.is_some() {
+        StatusCode::PARTIAL_CONTENT
+    } else {
+        StatusCode::OK
+    };
+    let mut response = file_headers(status, length);
+    *response.body_mut() = Body::from_stream(read.stream);
     if range.is_some() {
-        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         let value = format!(
             "bytes {}-{}/{}",
             read.range.start,
@@ -152,6 +173,19 @@ async fn serve(
         );
     }
     Ok(response)
+}
+
+/// An empty response with the headers of `length` bytes of a file.
+fn file_headers(status: StatusCode, length: u64) -> Response {
+    let mut response = status.into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    headers.insert(CONTENT_LENGTH, HeaderValue::from(length));
+    headers.insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    response
 }
 
 #[cfg(test)]

@@ -12,11 +12,11 @@ use serde::Deserialize;
 
 use super::refs::{ImageRef, Selector, is_tag};
 use super::{
-    ClientJson, Located, MaybeUser, image_json, locate, locate_container, new_id, not_found,
-    not_owner, writable_image,
+    ClientJson, Located, MaybeUser, collection_json, container_json, entity_json, image_json,
+    locate, locate_container, new_id, not_found, not_owner, owns, quota_of, writable_image,
 };
 use crate::api::{ApiError, AppState, AuthUser, data};
-use crate::store::{ImageRow, User};
+use crate::store::{CollectionRow, ContainerRow, EntityRow, ImageRow, User};
 use crate::upload::is_digest;
 
 /// The query of image look-ups and downloads.
@@ -29,6 +29,9 @@ pub struct ArchQuery {
 
 /// Most images a search answers.
 const MAX_SEARCH_RESULTS: i64 = 200;
+
+/// Most entities, collections and containers (each) a search answers.
+const MAX_NAMESPACE_RESULTS: i64 = 50;
 
 /// The image a ref names, if `user` may read it; `uploaded_only` hides images whose file has
 /// not arrived (downloads), while push needs to see them (§5.5).
@@ -293,9 +296,10 @@ pub struct SearchQuery {
     signed: Option<String>,
 }
 
-/// `GET /v1/search?value=&arch=&signed=`: images whose names, description or hash contain
-/// `value` (case-insensitive) that the caller may read. With `arch` or `signed`, images only
-/// (§5.6); Kiln signs nothing yet, so `signed=true` finds nothing.
+/// `GET /v1/search?value=&arch=&signed=`: what contains `value` (case-insensitive) and the
+/// caller may read: images by their names, description or hash, and without `arch` and
+/// `signed` also entities, collections and containers by name (§5.6: with either, images
+/// only). Kiln signs nothing yet, so `signed=true` finds nothing.
 pub async fn search(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
@@ -319,6 +323,9 @@ pub async fn search(
     let mut results = SearchResults::default();
     if query.signed.as_deref() == Some("true") {
         return Ok(data(StatusCode::OK, results));
+    }
+    if arches.is_empty() && query.signed.is_none() {
+        search_namespaces(&state, user.as_ref(), &needle, &mut results).await?;
     }
     let mut located_by_container: std::collections::HashMap<String, Option<Located>> =
         std::collections::HashMap::new();
@@ -344,4 +351,68 @@ pub async fn search(
         results.image.push(image_json(located, &image, &tags));
     }
     Ok(data(StatusCode::OK, results))
+}
+
+/// Fills the entities, collections and containers of a search: names containing `needle`
+/// that `user` may read, each with only the children `user` may read.
+async fn search_namespaces(
+    state: &AppState,
+    user: Option<&User>,
+    needle: &str,
+    results: &mut SearchResults,
+) -> Result<(), ApiError> {
+    let store = &state.store;
+    for entity in store.search_entities(needle, MAX_NAMESPACE_RESULTS).await? {
+        let collections = readable_collections(state, user, &entity).await?;
+        let quota = quota_of(state, entity.owner_id).await?;
+        results
+            .entity
+            .push(entity_json(&entity, &collections, quota.quota_total));
+    }
+    for collection in store
+        .search_collections(needle, user, MAX_NAMESPACE_RESULTS)
+        .await?
+    {
+        let Some(entity) = store.entity_by_id(&collection.entity_id).await? else {
+            continue;
+        };
+        let containers: Vec<ContainerRow> = store
+            .containers_of(&collection.id)
+            .await?
+            .into_iter()
+            .filter(|c| !c.private || owns(user, &entity))
+            .collect();
+        results
+            .collection
+            .push(collection_json(&entity, &collection, &containers));
+    }
+    for container in store
+        .search_containers(needle, user, MAX_NAMESPACE_RESULTS)
+        .await?
+    {
+        let Some(located) = locate_container(store, &container.id).await? else {
+            continue;
+        };
+        let images = store.images_of(&container.id).await?;
+        let tags = store.tags_of(&container.id).await?;
+        results
+            .container
+            .push(container_json(&located, &images, &tags));
+    }
+    Ok(())
+}
+
+/// The collections of `entity` that `user` may read.
+pub async fn readable_collections(
+    state: &AppState,
+    user: Option<&User>,
+    entity: &EntityRow,
+) -> Result<Vec<CollectionRow>, ApiError> {
+    Ok(state
+        .store
+        .collections_of(&entity.id)
+        .await?
+        .into_iter()
+        .filter(|c| !c.private || owns(user, entity))
+        .collect())
 }

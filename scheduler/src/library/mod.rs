@@ -386,10 +386,15 @@ pub fn after_seconds(state: &AppState, seconds: u64) -> i64 {
         .saturating_add(i64::try_from(seconds.saturating_mul(1000)).unwrap_or(i64::MAX / 2))
 }
 
-/// The quota figures of `owner_id`.
+/// The quota figures of `owner_id` as push prints them (`quotaTotal` 0: unlimited): the
+/// user's own quota, else the deployment's.
 pub async fn quota_of(state: &AppState, owner_id: i64) -> Result<wire::Quota, ApiError> {
+    let total = match state.store.library_quota(owner_id).await? {
+        Some(own) => own,
+        None => state.library.quota_bytes,
+    };
     Ok(wire::Quota {
-        quota_total: i64::try_from(state.library.quota_bytes).unwrap_or(i64::MAX),
+        quota_total: i64::try_from(total).unwrap_or(i64::MAX),
         quota_usage: state.store.library_usage(owner_id).await?,
     })
 }
@@ -399,7 +404,7 @@ pub async fn check_quota(state: &AppState, owner_id: i64, extra: i64) -> Result<
     let quota = quota_of(state, owner_id).await?;
     if quota.quota_total > 0 && quota.quota_usage.saturating_add(extra) > quota.quota_total {
         return Err(ApiError::InsufficientStorage(format!(
-            "storage quota exceeded: {} of {} bytes used, the image needs {extra} more",
+            "library storage quota exceeded: {} of {} bytes used, the image needs {extra} more",
             quota.quota_usage, quota.quota_total
         )));
     }

@@ -43,13 +43,7 @@ pub async fn entity(
         .entity_by_name(&name)
         .await?
         .ok_or_else(|| not_found("entity"))?;
-    let collections: Vec<CollectionRow> = state
-        .store
-        .collections_of(&entity.id)
-        .await?
-        .into_iter()
-        .filter(|c| !c.private || owns(user.as_ref(), &entity))
-        .collect();
+    let collections = super::images::readable_collections(&state, user.as_ref(), &entity).await?;
     let quota = quota_of(&state, entity.owner_id).await?;
     Ok(data(
         StatusCode::OK,
@@ -95,15 +89,10 @@ pub async fn ensure_entity(
     if let Some(entity) = state.store.entity_by_name(name).await? {
         return Ok(entity);
     }
-    let owner_id = match state.store.user_by_name(name).await? {
-        // An admin creating a user's entity creates it for that user.
-        Some(named) => named.id,
-        None => owner.id,
-    };
     let row = EntityRow {
         id: new_id(state),
         name: name.to_owned(),
-        owner_id,
+        owner_id: entity_owner_id(state, owner, name).await?,
         description,
         default_private,
         created_ms: state.clock.now_ms(),
@@ -114,6 +103,19 @@ pub async fn ensure_entity(
         .entity_by_name(name)
         .await?
         .ok_or_else(|| not_found("entity"))
+}
+
+/// Who a new entity `name` created by `creator` belongs to: the user of that name (an admin
+/// creating a user's entity creates it for that user), else the creator.
+pub async fn entity_owner_id(
+    state: &AppState,
+    creator: &User,
+    name: &str,
+) -> Result<i64, ApiError> {
+    Ok(match state.store.user_by_name(name).await? {
+        Some(named) => named.id,
+        None => creator.id,
+    })
 }
 
 /// `GET /v1/collections/{entity}/{collection}`.

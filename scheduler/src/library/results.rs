@@ -8,11 +8,11 @@
 //! after the configured TTL) and tags it for the build's arch. The image row is keyed by the
 //! build id, so publishing twice makes no second image.
 
-use super::namespaces::{ensure_collection, ensure_container, ensure_entity};
-use super::{after_seconds, new_id};
+use super::namespaces::{ensure_collection, ensure_container, ensure_entity, entity_owner_id};
+use super::{after_seconds, check_quota, locate, new_id};
 use crate::api::{ApiError, AppState};
 use crate::library_ref::LibraryRef;
-use crate::store::{BuildRow, ImageRow, StoreError};
+use crate::store::{BuildRow, ImageRow, StoreError, User};
 
 /// Where the worker's upload of build `build_id` is kept.
 pub fn result_key(build_id: &str) -> String {
@@ -26,7 +26,9 @@ const EPHEMERAL_COLLECTION: &str = "remote-builds";
 /// build has no uploaded result or was published before.
 ///
 /// # Errors
-/// [`ApiError`] when the store fails or the ref is invalid.
+/// [`ApiError`] when the store fails or the ref is invalid;
+/// [`ApiError::InsufficientStorage`], with the figures, when the image would take its owner
+/// over their library quota: then the uploaded file is deleted and nothing is created.
 pub async fn publish_build_result(state: &AppState, build: &BuildRow) -> Result<(), ApiError> {
     let (Some(size), Some(hash)) = (build.result_size, build.result_checksum.as_deref()) else {
         return Ok(());
@@ -42,6 +44,13 @@ pub async fn publish_build_result(state: &AppState, build: &BuildRow) -> Result<
         .user_by_id(build.user_id)
         .await?
         .ok_or_else(|| ApiError::NotFound("the build's owner is gone".into()))?;
+    if let Err(refused) = check_result_quota(state, &owner, &library_ref, hash, size).await {
+        // Nothing is kept: the build fails with the quota's figures as its reason.
+        if let Err(error) = state.objects.delete(&result_key(&build.id)).await {
+            tracing::warn!(build_id = %build.id, error = %error, "could not delete a refused result");
+        }
+        return Err(refused);
+    }
     let entity = ensure_entity(state, &owner, library_ref.entity(), String::new(), false).await?;
     let collection = ensure_collection(
         state,
@@ -101,6 +110,45 @@ pub async fn publish_build_result(state: &AppState, build: &BuildRow) -> Result<
         .await?;
     tracing::info!(build_id = %build.id, image_id = %image.id, library_ref = %build.library_ref, "build result published");
     Ok(())
+}
+
+/// 507 when the result would take the owner of its entity over their library quota; a file
+/// the container holds already costs nothing.
+async fn check_result_quota(
+    state: &AppState,
+    owner: &User,
+    library_ref: &LibraryRef,
+    hash: &str,
+    size: u64,
+) -> Result<(), ApiError> {
+    let located = locate(
+        &state.store,
+        library_ref.entity(),
+        library_ref.collection(),
+        library_ref.container(),
+    )
+    .await?;
+    if let Some(located) = &located
+        && let Some(image) = state
+            .store
+            .image_by_hash(&located.container.id, hash)
+            .await?
+        && image.uploaded
+    {
+        return Ok(());
+    }
+    let owner_id = match &located {
+        Some(located) => located.entity.owner_id,
+        None => entity_owner_id(state, owner, library_ref.entity()).await?,
+    };
+    check_quota(state, owner_id, i64::try_from(size).unwrap_or(i64::MAX))
+        .await
+        .map_err(|error| match error {
+            ApiError::InsufficientStorage(figures) => ApiError::InsufficientStorage(format!(
+                "the image ({size} bytes) does not fit in the library: {figures}"
+            )),
+            other => other,
+        })
 }
 
 /// Deletes expired ephemeral images, uploads whose URLs died, and dead download capabilities.

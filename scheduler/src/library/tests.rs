@@ -142,6 +142,37 @@ async fn upload(h: &Harness, auth: &str, image_id: &str, file: &[u8]) -> Answer 
     .await
 }
 
+/// A whole push of `file` to `path` tagged `latest` for amd64; returns the container and
+/// image ids.
+async fn push(h: &Harness, auth: &str, path: &str, file: &[u8]) -> (String, String) {
+    let (container, id) = create_image(h, auth, path, &hash_of(file)).await;
+    let done = upload(h, auth, &id, file).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    tag(h, auth, &container, &id, "amd64", "latest").await;
+    (container, id)
+}
+
+/// Creates the private collection `name` in `auth`'s entity `entity`.
+async fn private_collection(h: &Harness, auth: &str, entity: &str, name: &str) {
+    let entity = h
+        .call(
+            Method::GET,
+            &format!("/v1/entities/{entity}"),
+            None,
+            Body::empty(),
+        )
+        .await;
+    let private = json_call(
+        h,
+        Method::POST,
+        "/v1/collections",
+        auth,
+        json!({"name": name, "entity": entity.body["data"]["id"], "private": true}),
+    )
+    .await;
+    assert_eq!(private.body["data"]["private"], true, "{}", private.body);
+}
+
 async fn tag(h: &Harness, auth: &str, container_id: &str, image_id: &str, arch: &str, tag: &str) {
     let answer = json_call(
         h,
@@ -306,31 +337,10 @@ async fn private_images_tokens_and_ownership() {
     let alice = h.bearer();
     let bob = add_user(&h, "bob").await;
     let file = b"private".to_vec();
-    let (container, id) = create_image(&h, &alice, "alice/secret/thing", &hash_of(&file)).await;
-    upload(&h, &alice, &id, &file).await;
-    tag(&h, &alice, &container, &id, "amd64", "latest").await;
-    let collection = h
-        .call(
-            Method::GET,
-            "/v1/collections/alice/secret",
-            Some(&alice),
-            Body::empty(),
-        )
-        .await;
+    let (container, id) = push(&h, &alice, "alice/secret/thing", &file).await;
     // Make the collection private the way a client would create one.
-    let private = json_call(
-        &h,
-        Method::POST,
-        "/v1/collections",
-        &alice,
-        json!({"name": "hidden", "entity": collection.body["data"]["entity"], "private": true}),
-    )
-    .await;
-    assert_eq!(private.body["data"]["private"], true);
-    let (hidden_container, hidden_id) =
-        create_image(&h, &alice, "alice/hidden/thing", &hash_of(&file)).await;
-    upload(&h, &alice, &hidden_id, &file).await;
-    tag(&h, &alice, &hidden_container, &hidden_id, "amd64", "latest").await;
+    private_collection(&h, &alice, "alice", "hidden").await;
+    push(&h, &alice, "alice/hidden/thing", &file).await;
     let hidden = "/v1/imagefile/alice/hidden/thing:latest?arch=amd64";
     assert_eq!(
         h.call(Method::GET, hidden, Some(&alice), Body::empty())
@@ -418,6 +428,137 @@ async fn private_images_tokens_and_ownership() {
     );
 }
 
+/// The names a search found: `[entities, collections, containers, images]`, each as
+/// `entity[/collection[/container]]`, sorted and without repeats.
+fn found_names(search: &Answer) -> [Vec<String>; 4] {
+    let data = &search.body["data"];
+    let names = |kind: &str, fields: &[&str]| -> Vec<String> {
+        data[kind]
+            .as_array()
+            .unwrap_or_else(|| panic!("{kind} is a list: {data}"))
+            .iter()
+            .map(|item| {
+                fields
+                    .iter()
+                    .map(|f| item[*f].as_str().unwrap_or_default())
+                    .collect::<Vec<_>>()
+                    .join("/")
+            })
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect()
+    };
+    [
+        names("entity", &["name"]),
+        names("collection", &["entityName", "name"]),
+        names("container", &["entityName", "collectionName", "name"]),
+        names("image", &["entityName", "collectionName", "containerName"]),
+    ]
+}
+
+#[tokio::test]
+async fn search_finds_entities_collections_and_containers_the_caller_may_read() {
+    let h = library_harness(LibraryConfig::default()).await;
+    let alice = h.bearer();
+    let bob = add_user(&h, "bob").await;
+    let file = b"found".to_vec();
+    let (_, id) = push(&h, &alice, "alice/tools/finder", &file).await;
+    private_collection(&h, &alice, "alice", "findings").await;
+    let (hidden, _) = push(&h, &alice, "alice/findings/finder", &file).await;
+    let finder = json_call(
+        &h,
+        Method::POST,
+        "/v1/entities",
+        &add_user(&h, "pathfinder").await,
+        json!({"name": "pathfinder"}),
+    )
+    .await;
+    assert_eq!(finder.status, StatusCode::OK, "{}", finder.body);
+
+    let search = |auth: Option<String>, query: &'static str| {
+        let h = &h;
+        async move {
+            let answer = h
+                .call(Method::GET, query, auth.as_deref(), Body::empty())
+                .await;
+            assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+            answer
+        }
+    };
+    // Anonymous and another user: the public collection and container only.
+    for auth in [None, Some(bob.clone())] {
+        let found = search(auth, "/v1/search?value=FIND").await;
+        assert_eq!(
+            found_names(&found),
+            [
+                vec!["pathfinder".to_owned()],
+                vec![],
+                vec!["alice/tools/finder".to_owned()],
+                vec!["alice/tools/finder".to_owned()],
+            ],
+            "{}",
+            found.body
+        );
+    }
+    // The owner also finds the private collection and what is in it.
+    let found = search(Some(alice.clone()), "/v1/search?value=find").await;
+    assert_eq!(
+        found_names(&found),
+        [
+            vec!["pathfinder".to_owned()],
+            vec!["alice/findings".to_owned()],
+            vec![
+                "alice/findings/finder".to_owned(),
+                "alice/tools/finder".to_owned()
+            ],
+            vec![
+                "alice/findings/finder".to_owned(),
+                "alice/tools/finder".to_owned()
+            ],
+        ],
+        "{}",
+        found.body
+    );
+    let data = &found.body["data"];
+    assert_eq!(data["collection"][0]["private"], true);
+    assert_eq!(data["collection"][0]["containers"], json!([hidden]));
+    let public = data["container"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["collectionName"] == "tools")
+        .unwrap();
+    assert_eq!(public["archTags"], json!({"amd64": {"latest": id}}));
+    assert_eq!(public["images"], json!([id]));
+    // An entity lists only the collections the caller may read.
+    let found = search(Some(bob.clone()), "/v1/search?value=alice").await;
+    let public_only = found.body["data"]["entity"][0]["collections"].clone();
+    let found = search(Some(alice.clone()), "/v1/search?value=alice").await;
+    let all = found.body["data"]["entity"][0]["collections"].clone();
+    assert_eq!(
+        (
+            public_only.as_array().unwrap().len(),
+            all.as_array().unwrap().len()
+        ),
+        (1, 2)
+    );
+    // With an arch (what the CLI always sends) or `signed`, images only (§5.6).
+    let found = search(Some(alice.clone()), "/v1/search?value=find&arch=amd64").await;
+    let [entities, collections, containers, images] = found_names(&found);
+    assert!(entities.is_empty() && collections.is_empty() && containers.is_empty());
+    assert_eq!(images.len(), 2);
+    let found = search(None, "/v1/search?value=find&signed=false").await;
+    let [entities, _, containers, images] = found_names(&found);
+    assert!(entities.is_empty() && containers.is_empty());
+    assert_eq!(images, ["alice/tools/finder"]);
+    // LIKE's wildcards are plain characters in a search.
+    let found = search(None, "/v1/search?value=f%25d").await;
+    assert_eq!(
+        found_names(&found),
+        [vec![], vec![], vec![], vec![]] as [Vec<String>; 4]
+    );
+}
+
 #[tokio::test]
 async fn quota_refuses_with_507_and_delete_frees_it() {
     let h = library_harness(LibraryConfig {
@@ -460,6 +601,99 @@ async fn quota_refuses_with_507_and_delete_frees_it() {
         1,
         "the deleted image's file is gone: {objects:?}"
     );
+}
+
+#[tokio::test]
+async fn a_users_own_quota_overrides_the_deployments() {
+    let h = library_harness(LibraryConfig {
+        quota_bytes: 100,
+        ..LibraryConfig::default()
+    })
+    .await;
+    let alice = h.bearer();
+    let file = vec![7u8; 60];
+    let (_, id) = create_image(&h, &alice, "alice/q/img", &hash_of(&file)).await;
+    h.state
+        .store
+        .set_library_quota("alice", Some(50))
+        .await
+        .unwrap();
+    assert_error(
+        &upload(&h, &alice, &id, &file).await,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "0 of 50 bytes used, the image needs 60 more",
+    );
+    let entity = h
+        .call(Method::GET, "/v1/entities/alice", None, Body::empty())
+        .await;
+    assert_eq!(entity.body["data"]["quota"], 50);
+    // Unlimited reads as `quotaTotal: 0`, which push prints as "out of unlimited quota".
+    h.state
+        .store
+        .set_library_quota("alice", Some(0))
+        .await
+        .unwrap();
+    let done = upload(&h, &alice, &id, &file).await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.body);
+    assert_eq!(
+        done.body["data"]["quota"],
+        json!({"quotaTotal": 0, "quotaUsage": 60})
+    );
+    h.state
+        .store
+        .set_library_quota("alice", None)
+        .await
+        .unwrap();
+    let second = vec![8u8; 60];
+    let (_, second_id) = create_image(&h, &alice, "alice/q/img", &hash_of(&second)).await;
+    assert_error(
+        &upload(&h, &alice, &second_id, &second).await,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "60 of 100 bytes used",
+    );
+}
+
+#[tokio::test]
+async fn head_answers_the_size_and_counts_no_download() {
+    let h = library_harness(LibraryConfig {
+        download: DownloadMode::Redirect,
+        ..LibraryConfig::default()
+    })
+    .await;
+    let alice = h.bearer();
+    let file = vec![9u8; 1234];
+    push(&h, &alice, "alice/h/img", &file).await;
+    let path = "/v1/imagefile/alice/h/img:latest?arch=amd64";
+    let downloads = async || {
+        h.call(
+            Method::GET,
+            "/v1/containers/alice/h/img",
+            None,
+            Body::empty(),
+        )
+        .await
+        .body["data"]["downloadCount"]
+            .clone()
+    };
+    for _ in 0..2 {
+        let head = h.call(Method::HEAD, path, None, Body::empty()).await;
+        assert_eq!(head.status, StatusCode::OK);
+        assert_eq!(head.headers["content-length"], "1234");
+        assert!(head.bytes.is_empty());
+    }
+    assert_eq!(downloads().await, 0);
+    let got = h.call(Method::GET, path, None, Body::empty()).await;
+    assert_eq!(got.status, StatusCode::SEE_OTHER);
+    assert_eq!(downloads().await, 1);
+    let missing = h
+        .call(
+            Method::HEAD,
+            "/v1/imagefile/alice/h/img:v9?arch=amd64",
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(missing.status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
@@ -707,6 +941,86 @@ async fn ephemeral_results_expire() {
         StatusCode::NOT_FOUND
     );
     assert!(walk(&h.state.data_dir.join("objects")).is_empty());
+}
+
+#[tokio::test]
+async fn a_build_result_over_quota_is_refused_and_leaves_nothing() {
+    let h = library_harness(LibraryConfig {
+        quota_bytes: 1000,
+        ..LibraryConfig::default()
+    })
+    .await;
+    let finished = async |file: &[u8], library_ref: &str| {
+        let answer = h
+            .call(
+                Method::POST,
+                "/v1/build",
+                Some(&h.bearer()),
+                Body::from(
+                    json!({"definitionRaw": base64_of("Bootstrap: docker\nFrom: alpine:3.19\n"),
+                           "libraryRef": library_ref})
+                    .to_string(),
+                ),
+            )
+            .await;
+        assert_eq!(answer.status, StatusCode::CREATED, "{}", answer.body);
+        let id = answer.body["data"]["id"].as_str().unwrap().to_owned();
+        let job = h.broker.jobs.lock().unwrap().last().unwrap().clone();
+        let path = job
+            .result_url
+            .unwrap()
+            .trim_start_matches("http://kiln.test")
+            .to_owned();
+        let put = h
+            .call(Method::PUT, &path, None, Body::from(file.to_vec()))
+            .await;
+        assert_eq!(put.status, StatusCode::CREATED, "{}", put.body);
+        h.state.store.build(&id).await.unwrap().unwrap()
+    };
+    let fits = finished(&[1u8; 600], "library://alice/builds/fits:v1").await;
+    super::publish_build_result(&h.state, &fits).await.unwrap();
+    for library_ref in ["library://alice/builds/big:v1", ""] {
+        let big = finished(&[2u8; 600], library_ref).await;
+        let refused = super::publish_build_result(&h.state, &big).await;
+        match refused {
+            Err(crate::api::ApiError::InsufficientStorage(reason)) => assert_eq!(
+                reason,
+                "the image (600 bytes) does not fit in the library: library storage quota \
+                 exceeded: 600 of 1000 bytes used, the image needs 600 more"
+            ),
+            other => panic!("expected a quota refusal, got {other:?}"),
+        }
+    }
+    // Only the first result is kept: no rows, no file for the refused ones.
+    assert_eq!(walk(&h.state.data_dir.join("objects")).len(), 1);
+    let builds = h
+        .state
+        .store
+        .entity_by_name("alice")
+        .await
+        .unwrap()
+        .unwrap();
+    let collections = h.state.store.collections_of(&builds.id).await.unwrap();
+    assert_eq!(collections.len(), 1, "no remote-builds collection");
+    let containers = h
+        .state
+        .store
+        .containers_of(&collections[0].id)
+        .await
+        .unwrap();
+    assert_eq!(containers.len(), 1, "no container for the refused result");
+    // The same file again costs nothing: it is tagged, not stored twice.
+    let again = finished(&[1u8; 600], "library://alice/builds/fits:v2").await;
+    super::publish_build_result(&h.state, &again).await.unwrap();
+    let tagged = h
+        .call(
+            Method::GET,
+            "/v1/images/alice/builds/fits:v2?arch=amd64",
+            None,
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(tagged.status, StatusCode::OK, "{}", tagged.body);
 }
 
 fn base64_of(text: &str) -> String {

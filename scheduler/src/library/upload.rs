@@ -8,6 +8,13 @@
 //! announced one and its SHA-256 is the image's `hash` (else 400/422 and nothing stays behind).
 //! Quota is checked when an upload is announced (507 with the figures) and counts an image
 //! from the moment its file is stored.
+//!
+//! Multipart parts in S3 go straight into one S3 multipart upload of the image's object (cut
+//! into [`crate::objects::CHUNK_BYTES`] store parts, so memory stays bounded), and the file's
+//! SHA-256 goes on through each part that arrives in order, its state kept in the upload's
+//! row: completion then joins the parts in S3 without moving a byte. Parts out of order cost
+//! one read of the joined file. In a local directory, each part is a file of its own and
+//! completion copies them into the image's file, hashing on the way.
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -21,15 +28,20 @@ use kiln_proto::http::library::{
     MultipartFinish, MultipartUpload, PartRequest, PartUrl, UploadComplete, UploadRequest,
     UploadUrl,
 };
+use sha2::digest::common::hazmat::{SerializableState, SerializedState};
+use sha2::{Digest, Sha256};
 
 use super::{ClientJson, after_seconds, check_quota, new_id, not_found, quota_of, writable_image};
 use crate::api::{ApiError, AppState, AuthUser, data};
-use crate::objects::{Objects, WriteError};
+use crate::objects::{Objects, WriteError, store_parts_of};
 use crate::secrets::{new_capability, token_hash};
 use crate::store::{ImageRow, PartRow, UploadRow};
 
 /// Smallest part a multipart upload may use but the last (S3's rule).
 const MIN_PART_BYTES: u64 = 5 * 1024 * 1024;
+
+/// Most parts one multipart upload of the object store may have (S3's rule).
+const MAX_STORE_PARTS: usize = 10_000;
 
 fn write_error(error: WriteError) -> ApiError {
     match error {
@@ -67,16 +79,9 @@ where
             "received {size} bytes, {expected} were announced"
         )));
     }
-    let hash = format!("sha256.{}", pending.sha256);
-    if hash != image.hash {
+    if let Err(refused) = check_hash(image, &format!("sha256.{}", pending.sha256)) {
         pending.abort().await;
-        return Err(ApiError::Rejected {
-            status: StatusCode::UNPROCESSABLE_ENTITY,
-            message: format!(
-                "the file's hash is {hash}, the image was created with {}",
-                image.hash
-            ),
-        });
+        return Err(refused);
     }
     let size = pending.size;
     pending.commit().await.map_err(write_error)?;
@@ -175,6 +180,9 @@ pub async fn start(
         size: i64::try_from(size).unwrap_or(i64::MAX),
         part_size: 0,
         expires_ms: after_seconds(&state, state.library.url_ttl_seconds),
+        store_upload_id: None,
+        hashed_parts: 0,
+        hash_state: None,
     };
     state
         .store
@@ -263,6 +271,28 @@ pub async fn start_multipart(
     check_quota(&state, located.entity.owner_id, body.filesize).await?;
     let part_size = state.library.part_size_bytes.max(MIN_PART_BYTES);
     let total_parts = size.div_ceil(part_size);
+    let store_upload_id = if state.objects.has_direct_parts() {
+        let last = size - (total_parts - 1) * part_size;
+        let store_parts = usize::try_from(total_parts - 1)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(store_parts_of(part_size))
+            .saturating_add(store_parts_of(last));
+        if store_parts > MAX_STORE_PARTS {
+            return Err(ApiError::TooLarge(format!(
+                "the image needs {store_parts} object store parts, at most {MAX_STORE_PARTS} \
+                 are possible"
+            )));
+        }
+        Some(
+            state
+                .objects
+                .start_parts(&image.object_key)
+                .await
+                .map_err(ApiError::internal)?,
+        )
+    } else {
+        None
+    };
     let upload = UploadRow {
         id: new_id(&state),
         image_id: image.id.clone(),
@@ -270,12 +300,19 @@ pub async fn start_multipart(
         size: i64::try_from(size).unwrap_or(i64::MAX),
         part_size: i64::try_from(part_size).unwrap_or(i64::MAX),
         expires_ms: after_seconds(&state, state.library.url_ttl_seconds),
+        store_upload_id,
+        hashed_parts: 0,
+        hash_state: None,
     };
     // The multipart capabilities are per part (`part_url`); this one only fills the column.
-    state
+    if let Err(error) = state
         .store
         .insert_upload(&upload, &token_hash(&new_capability()))
-        .await?;
+        .await
+    {
+        drop_store_upload(&state, &image, &upload).await;
+        return Err(error.into());
+    }
     Ok(data(
         StatusCode::OK,
         MultipartUpload {
@@ -361,21 +398,72 @@ pub async fn receive_part(
         .filter(|(u, _, _)| u.expires_ms >= now_ms)
         .ok_or_else(|| not_found("upload"))?;
     let expected = u64::try_from(length).unwrap_or(0);
-    let key = part_key(&upload.id, number);
-    let pending = state
-        .objects
-        .write(&key, body.into_data_stream(), expected)
-        .await
-        .map_err(write_error)?;
-    if pending.size != expected {
-        let size = pending.size;
-        pending.abort().await;
-        return Err(ApiError::BadRequest(format!(
+    let short = |size: u64| {
+        ApiError::BadRequest(format!(
             "part {number} has {size} bytes, {expected} were announced"
-        )));
-    }
-    let etag = format!("\"{}\"", pending.sha256);
-    pending.commit().await.map_err(write_error)?;
+        ))
+    };
+    let (etag, store_parts, file_hash) = match &upload.store_upload_id {
+        Some(store_upload_id) => {
+            let image = state
+                .store
+                .image_by_id(&upload.image_id)
+                .await?
+                .ok_or_else(|| not_found("image"))?;
+            let mut part_hash = Sha256::new();
+            // The file's hash goes on through this part when it went through the ones before.
+            let mut file_hash = if number == upload.hashed_parts + 1 {
+                resume_hash(upload.hash_state.as_deref())
+            } else {
+                None
+            };
+            let part_size = u64::try_from(upload.part_size).unwrap_or(0);
+            let first_index = usize::try_from(number - 1)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(store_parts_of(part_size));
+            let (received, ids) = state
+                .objects
+                .put_parts(
+                    &image.object_key,
+                    store_upload_id,
+                    first_index,
+                    expected,
+                    body.into_data_stream(),
+                    &mut |bytes| {
+                        part_hash.update(bytes);
+                        if let Some(hash) = file_hash.as_mut() {
+                            hash.update(bytes);
+                        }
+                    },
+                )
+                .await
+                .map_err(write_error)?;
+            if received != expected {
+                return Err(short(received));
+            }
+            let etag = format!("\"{}\"", hex::encode(part_hash.finalize()));
+            (etag, ids, file_hash)
+        }
+        None => {
+            let pending = state
+                .objects
+                .write(
+                    &part_key(&upload.id, number),
+                    body.into_data_stream(),
+                    expected,
+                )
+                .await
+                .map_err(write_error)?;
+            if pending.size != expected {
+                let size = pending.size;
+                pending.abort().await;
+                return Err(short(size));
+            }
+            let etag = format!("\"{}\"", pending.sha256);
+            pending.commit().await.map_err(write_error)?;
+            (etag, Vec::new(), None)
+        }
+    };
     state
         .store
         .put_part(
@@ -384,9 +472,20 @@ pub async fn receive_part(
                 part_number: number,
                 size: length,
                 etag: etag.clone(),
+                store_parts,
             },
         )
         .await?;
+    if let Some(hash) = file_hash {
+        let hash_state = hex::encode(hash.serialize().as_slice());
+        state
+            .store
+            .advance_upload_hash(&upload.id, number, &hash_state)
+            .await?;
+    } else if number <= upload.hashed_parts {
+        // A part sent again after it went through the file's hash: completion reads the file.
+        state.store.reset_upload_hash(&upload.id).await?;
+    }
     let mut response = StatusCode::OK.into_response();
     if let Ok(value) = HeaderValue::from_str(&etag) {
         response.headers_mut().insert(ETAG, value);
@@ -426,6 +525,15 @@ pub async fn complete_multipart(
             upload.id
         )));
     }
+    if let Some(store_upload_id) = &upload.store_upload_id {
+        let finished = finish_direct_parts(&state, &image, &upload, store_upload_id, &parts).await;
+        if finished.is_err() {
+            drop_store_upload(&state, &image, &upload).await;
+        }
+        state.store.delete_upload(&upload.id).await?;
+        finished?;
+        return complete_answer(&state, located.entity.owner_id, located.url_path()).await;
+    }
     let keys: Vec<String> = parts
         .iter()
         .map(|p| part_key(&upload.id, p.part_number))
@@ -442,6 +550,111 @@ pub async fn complete_multipart(
     drop_upload(&state, &upload, &parts).await?;
     stored?;
     complete_answer(&state, located.entity.owner_id, located.url_path()).await
+}
+
+/// Joins the parts that went straight into the store's multipart upload and checks the
+/// file's hash: from the hash that went through the parts as they arrived when they arrived
+/// in order (before anything becomes visible), else by reading the joined file once (and
+/// deleting it when it is wrong). Marks the image uploaded.
+async fn finish_direct_parts(
+    state: &AppState,
+    image: &ImageRow,
+    upload: &UploadRow,
+    store_upload_id: &str,
+    parts: &[PartRow],
+) -> Result<(), ApiError> {
+    let size = u64::try_from(upload.size).unwrap_or(0);
+    let ids: Vec<String> = parts
+        .iter()
+        .flat_map(|p| p.store_parts.iter().cloned())
+        .collect();
+    let hashed = i64::try_from(parts.len()).ok() == Some(upload.hashed_parts);
+    let running = resume_hash(upload.hash_state.as_deref()).filter(|_| hashed);
+    if let Some(hash) = running {
+        check_hash(image, &format!("sha256.{}", hex::encode(hash.finalize())))?;
+        state
+            .objects
+            .finish_parts(&image.object_key, store_upload_id, ids)
+            .await
+            .map_err(ApiError::internal)?;
+    } else {
+        state
+            .objects
+            .finish_parts(&image.object_key, store_upload_id, ids)
+            .await
+            .map_err(ApiError::internal)?;
+        let checked = match hash_object(state, &image.object_key).await {
+            Ok((read, _)) if read != size => Err(ApiError::BadRequest(format!(
+                "the joined parts have {read} bytes, {size} were announced"
+            ))),
+            Ok((_, hash)) => check_hash(image, &hash),
+            Err(error) => Err(error),
+        };
+        if checked.is_err()
+            && let Err(error) = state.objects.delete(&image.object_key).await
+        {
+            tracing::warn!(image_id = %image.id, error = %error, "could not delete a refused file");
+        }
+        checked?;
+    }
+    state.store.mark_uploaded(&image.id, upload.size).await?;
+    tracing::info!(image_id = %image.id, size, in_order = hashed, "library image stored from direct parts");
+    Ok(())
+}
+
+/// Size and `sha256.<hex>` of an object, read once.
+async fn hash_object(state: &AppState, key: &str) -> Result<(u64, String), ApiError> {
+    let read = state
+        .objects
+        .read(key, None)
+        .await
+        .map_err(ApiError::internal)?;
+    let mut hash = Sha256::new();
+    let mut size = 0u64;
+    let mut stream = read.stream;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(ApiError::internal)?;
+        size += chunk.len() as u64;
+        hash.update(&chunk);
+    }
+    Ok((size, format!("sha256.{}", hex::encode(hash.finalize()))))
+}
+
+/// 422 unless `hash` is the image's.
+fn check_hash(image: &ImageRow, hash: &str) -> Result<(), ApiError> {
+    if hash == image.hash {
+        return Ok(());
+    }
+    Err(ApiError::Rejected {
+        status: StatusCode::UNPROCESSABLE_ENTITY,
+        message: format!(
+            "the file's hash is {hash}, the image was created with {}",
+            image.hash
+        ),
+    })
+}
+
+/// The running hash of an upload from its stored state; a new one before the first part.
+fn resume_hash(state: Option<&str>) -> Option<Sha256> {
+    let Some(state) = state else {
+        return Some(Sha256::new());
+    };
+    let bytes = hex::decode(state).ok()?;
+    let serialized = SerializedState::<Sha256>::try_from(bytes.as_slice()).ok()?;
+    Sha256::deserialize(&serialized).ok()
+}
+
+/// Throws away the store's multipart upload of `upload`, if it has one (logged on failure:
+/// S3 drops abandoned uploads by its own lifecycle rules at worst).
+async fn drop_store_upload(state: &AppState, image: &ImageRow, upload: &UploadRow) {
+    if let Some(store_upload_id) = &upload.store_upload_id
+        && let Err(error) = state
+            .objects
+            .abort_parts(&image.object_key, store_upload_id)
+            .await
+    {
+        tracing::warn!(upload_id = %upload.id, error = %error, "could not abort a store upload");
+    }
 }
 
 /// The part files one after the other, as one stream. Boxed: inside a handler, the unnamed
@@ -465,12 +678,19 @@ fn joined_parts(
         .boxed()
 }
 
-/// Deletes an upload's part files and rows.
+/// Deletes an upload's parts (files, or the store's multipart upload) and rows.
 pub(super) async fn drop_upload(
     state: &AppState,
     upload: &UploadRow,
     parts: &[PartRow],
 ) -> Result<(), ApiError> {
+    if upload.store_upload_id.is_some() {
+        if let Some(image) = state.store.image_by_id(&upload.image_id).await? {
+            drop_store_upload(state, &image, upload).await;
+        }
+        state.store.delete_upload(&upload.id).await?;
+        return Ok(());
+    }
     for part in parts {
         if let Err(error) = state
             .objects
@@ -511,10 +731,27 @@ mod tests {
             size: 25,
             part_size: 10,
             expires_ms: 0,
+            store_upload_id: None,
+            hashed_parts: 0,
+            hash_state: None,
         };
         assert_eq!(part_length(&upload, 1), Some(10));
         assert_eq!(part_length(&upload, 3), Some(5));
         assert_eq!(part_length(&upload, 4), None);
         assert_eq!(part_length(&upload, 0), None);
+    }
+
+    #[test]
+    fn the_running_hash_survives_its_stored_state() {
+        let file: Vec<u8> = (0..100_000u32).map(|i| (i % 253) as u8).collect();
+        let mut state = None;
+        for part in file.chunks(30_001) {
+            let mut hash = resume_hash(state.as_deref()).unwrap();
+            hash.update(part);
+            state = Some(hex::encode(hash.serialize().as_slice()));
+        }
+        let resumed = resume_hash(state.as_deref()).unwrap().finalize();
+        assert_eq!(resumed, Sha256::digest(&file));
+        assert!(resume_hash(Some("00")).is_none());
     }
 }

@@ -5,7 +5,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Result, Store};
+use super::{Result, Store, User};
 
 /// An entity: a user's namespace.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -113,6 +113,14 @@ pub struct UploadRow {
     pub part_size: i64,
     /// The capability dies at this time, Unix ms.
     pub expires_ms: i64,
+    /// The object store's multipart upload the parts go straight into (S3); `None` when each
+    /// part is an object of its own, joined at completion.
+    pub store_upload_id: Option<String>,
+    /// Parts `1..=hashed_parts` went, in order, through the SHA-256 whose serialized state
+    /// is `hash_state`.
+    pub hashed_parts: i64,
+    /// Hex of the serialized SHA-256 state after `hashed_parts` parts.
+    pub hash_state: Option<String>,
 }
 
 /// A received part of a multipart upload.
@@ -124,6 +132,8 @@ pub struct PartRow {
     pub size: i64,
     /// Quoted hex SHA-256.
     pub etag: String,
+    /// The object store's ids of the parts this part became, in order (direct multipart).
+    pub store_parts: Vec<String>,
 }
 
 const ENTITY_COLUMNS: &str =
@@ -134,8 +144,19 @@ const CONTAINER_COLUMNS: &str = "SELECT id, collection_id, name, description, pr
     download_count, created_ms FROM library_containers ";
 const IMAGE_COLUMNS: &str = "SELECT id, container_id, hash, description, arch, size, uploaded, \
     object_key, build_id, expires_ms, created_ms FROM library_images ";
-const UPLOAD_COLUMNS: &str =
-    "SELECT id, image_id, kind, size, part_size, expires_ms FROM library_uploads ";
+const UPLOAD_COLUMNS: &str = "SELECT id, image_id, kind, size, part_size, expires_ms, \
+    store_upload_id, hashed_parts, hash_state FROM library_uploads ";
+
+/// A `LIKE` pattern (with `ESCAPE '\\'`) matching text that contains `needle`.
+fn like_pattern(needle: &str) -> String {
+    format!(
+        "%{}%",
+        needle
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_")
+    )
+}
 
 fn flag(row: &AnyRow, name: &str) -> Result<bool> {
     Ok(row.try_get::<i64, _>(name)? != 0)
@@ -199,6 +220,9 @@ fn upload_from_row(row: &AnyRow) -> Result<UploadRow> {
         size: row.try_get("size")?,
         part_size: row.try_get("part_size")?,
         expires_ms: row.try_get("expires_ms")?,
+        store_upload_id: row.try_get("store_upload_id")?,
+        hashed_parts: row.try_get("hashed_parts")?,
+        hash_state: row.try_get("hash_state")?,
     })
 }
 
@@ -514,13 +538,7 @@ impl Store {
     /// Ids of the images whose entity, collection or container name, description or hash
     /// contains `needle` (lowercase), with their container, newest first, at most `limit`.
     pub async fn search_images(&self, needle: &str, limit: i64) -> Result<Vec<ImageRow>> {
-        let pattern = format!(
-            "%{}%",
-            needle
-                .replace('\\', "\\\\")
-                .replace('%', "\\%")
-                .replace('_', "\\_")
-        );
+        let pattern = like_pattern(needle);
         let sql = format!(
             "SELECT i.id, i.container_id, i.hash, i.description, i.arch, i.size, i.uploaded, \
              i.object_key, i.build_id, i.expires_ms, i.created_ms FROM library_images i \
@@ -533,6 +551,73 @@ impl Store {
              ORDER BY i.created_ms DESC, i.id LIMIT {limit}"
         );
         self.fetch_all_of(sql, &[pattern.as_str()], image_from_row)
+            .await
+    }
+
+    /// Entities whose name contains `needle` (lowercase), by name, at most `limit`. Every
+    /// entity is visible: its name is public in every ref.
+    pub async fn search_entities(&self, needle: &str, limit: i64) -> Result<Vec<EntityRow>> {
+        let sql = format!(
+            "{ENTITY_COLUMNS} WHERE LOWER(name) LIKE $1 ESCAPE '\\' ORDER BY name LIMIT {limit}"
+        );
+        self.fetch_all_of(sql, &[like_pattern(needle).as_str()], entity_from_row)
+            .await
+    }
+
+    /// The rows of a search `sql` whose `$1` is the pattern of `needle`, `$2` the viewer's
+    /// user id (-1 for none) and `$3` 1 for an admin viewer.
+    async fn search_visible<T>(
+        &self,
+        sql: String,
+        needle: &str,
+        viewer: Option<&User>,
+        convert: fn(&AnyRow) -> Result<T>,
+    ) -> Result<Vec<T>> {
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(like_pattern(needle))
+            .bind(viewer.map_or(-1, |u| u.id))
+            .bind(i64::from(viewer.is_some_and(|u| u.is_admin)))
+            .fetch_all(self.pool())
+            .await?;
+        rows.iter().map(convert).collect()
+    }
+
+    /// Collections whose name contains `needle` (lowercase) that `viewer` may read (public
+    /// ones, and private ones of entities they own), by name, at most `limit`.
+    pub async fn search_collections(
+        &self,
+        needle: &str,
+        viewer: Option<&User>,
+        limit: i64,
+    ) -> Result<Vec<CollectionRow>> {
+        let sql = format!(
+            "SELECT l.id, l.entity_id, l.name, l.description, l.private, l.created_ms \
+             FROM library_collections l JOIN library_entities e ON e.id = l.entity_id \
+             WHERE LOWER(l.name) LIKE $1 ESCAPE '\\' \
+             AND (l.private = 0 OR e.owner_id = $2 OR $3 = 1) ORDER BY l.name, l.id LIMIT {limit}"
+        );
+        self.search_visible(sql, needle, viewer, collection_from_row)
+            .await
+    }
+
+    /// Containers whose name contains `needle` (lowercase) that `viewer` may read (in a public
+    /// collection and public themselves, or in an entity they own), by name, at most `limit`.
+    pub async fn search_containers(
+        &self,
+        needle: &str,
+        viewer: Option<&User>,
+        limit: i64,
+    ) -> Result<Vec<ContainerRow>> {
+        let sql = format!(
+            "SELECT c.id, c.collection_id, c.name, c.description, c.private, c.download_count, \
+             c.created_ms FROM library_containers c \
+             JOIN library_collections l ON l.id = c.collection_id \
+             JOIN library_entities e ON e.id = l.entity_id \
+             WHERE LOWER(c.name) LIKE $1 ESCAPE '\\' \
+             AND ((l.private = 0 AND c.private = 0) OR e.owner_id = $2 OR $3 = 1) \
+             ORDER BY c.name, c.id LIMIT {limit}"
+        );
+        self.search_visible(sql, needle, viewer, container_from_row)
             .await
     }
 
@@ -550,7 +635,7 @@ impl Store {
     pub async fn insert_upload(&self, upload: &UploadRow, token_hash: &str) -> Result<()> {
         sqlx::query(
             "INSERT INTO library_uploads (id, token_hash, image_id, kind, size, part_size, \
-             expires_ms) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+             expires_ms, store_upload_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&upload.id)
         .bind(token_hash)
@@ -563,6 +648,7 @@ impl Store {
         .bind(upload.size)
         .bind(upload.part_size)
         .bind(upload.expires_ms)
+        .bind(upload.store_upload_id.as_deref())
         .execute(self.pool())
         .await?;
         Ok(())
@@ -609,14 +695,16 @@ impl Store {
     /// Records a received part (a resent part replaces the first).
     pub async fn put_part(&self, upload_id: &str, part: &PartRow) -> Result<()> {
         sqlx::query(
-            "INSERT INTO library_upload_parts (upload_id, part_number, size, etag) \
-             VALUES ($1, $2, $3, $4) ON CONFLICT (upload_id, part_number) \
-             DO UPDATE SET size = excluded.size, etag = excluded.etag",
+            "INSERT INTO library_upload_parts (upload_id, part_number, size, etag, store_parts) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (upload_id, part_number) \
+             DO UPDATE SET size = excluded.size, etag = excluded.etag, \
+             store_parts = excluded.store_parts",
         )
         .bind(upload_id)
         .bind(part.part_number)
         .bind(part.size)
         .bind(&part.etag)
+        .bind(part.store_parts.join(" "))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -625,8 +713,8 @@ impl Store {
     /// The received parts of an upload, in order.
     pub async fn parts_of(&self, upload_id: &str) -> Result<Vec<PartRow>> {
         let rows = sqlx::query(
-            "SELECT part_number, size, etag FROM library_upload_parts WHERE upload_id = $1 \
-             ORDER BY part_number",
+            "SELECT part_number, size, etag, store_parts FROM library_upload_parts \
+             WHERE upload_id = $1 ORDER BY part_number",
         )
         .bind(upload_id)
         .fetch_all(self.pool())
@@ -637,9 +725,44 @@ impl Store {
                     part_number: row.try_get("part_number")?,
                     size: row.try_get("size")?,
                     etag: row.try_get("etag")?,
+                    store_parts: row
+                        .try_get::<String, _>("store_parts")?
+                        .split_whitespace()
+                        .map(str::to_owned)
+                        .collect(),
                 })
             })
             .collect()
+    }
+
+    /// Records that part `part_number` went through the running hash, now `hash_state`;
+    /// false (and nothing changes) unless the hash had gone through the part before it.
+    pub async fn advance_upload_hash(
+        &self,
+        upload_id: &str,
+        part_number: i64,
+        hash_state: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE library_uploads SET hashed_parts = $1, hash_state = $2 \
+             WHERE id = $3 AND hashed_parts = $4",
+        )
+        .bind(part_number)
+        .bind(hash_state)
+        .bind(upload_id)
+        .bind(part_number - 1)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets the running hash of an upload (a hashed part was replaced by other bytes).
+    pub async fn reset_upload_hash(&self, upload_id: &str) -> Result<()> {
+        sqlx::query("UPDATE library_uploads SET hashed_parts = 0, hash_state = NULL WHERE id = $1")
+            .bind(upload_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
     }
 
     /// Records the capability of one part's upload URL.

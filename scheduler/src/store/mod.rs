@@ -70,6 +70,11 @@ const SQLITE_MIGRATIONS: &[MigrationFile] = &[
         "worker stats",
         include_str!("../../migrations/sqlite/20261127000005_worker_stats.sql"),
     ),
+    (
+        20261127000006,
+        "library quota parts",
+        include_str!("../../migrations/sqlite/20261127000006_library_quota_parts.sql"),
+    ),
 ];
 
 /// `migrations/postgres/`, embedded.
@@ -98,6 +103,11 @@ const POSTGRES_MIGRATIONS: &[MigrationFile] = &[
         20261127000005,
         "worker stats",
         include_str!("../../migrations/postgres/20261127000005_worker_stats.sql"),
+    ),
+    (
+        20261127000006,
+        "library quota parts",
+        include_str!("../../migrations/postgres/20261127000006_library_quota_parts.sql"),
     ),
 ];
 

@@ -92,6 +92,34 @@ impl Store {
         Ok(())
     }
 
+    /// Sets the library quota of the user called `name`: `None` goes back to the deployment's
+    /// default, `Some(0)` is unlimited, `Some(n)` allows `n` bytes.
+    ///
+    /// # Errors
+    /// [`StoreError::NoSuchUser`].
+    pub async fn set_library_quota(&self, name: &str, quota_bytes: Option<u64>) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET library_quota_bytes = $1 WHERE name = $2")
+            .bind(quota_bytes.map(saturating_i64))
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NoSuchUser(name.to_owned()));
+        }
+        Ok(())
+    }
+
+    /// The library quota set for user `user_id`: `None` when none is set (or no such user),
+    /// `Some(0)` unlimited, `Some(n)` bytes.
+    pub async fn library_quota(&self, user_id: i64) -> Result<Option<u64>> {
+        let quota: Option<Option<i64>> =
+            sqlx::query_scalar("SELECT library_quota_bytes FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(quota.flatten().and_then(|q| u64::try_from(q).ok()))
+    }
+
     /// The user called `name`, if any.
     pub async fn user_by_name(&self, name: &str) -> Result<Option<User>> {
         let row = sqlx::query(
@@ -217,6 +245,7 @@ mod tests {
                 .await,
             Err(StoreError::UserExists(_))
         ));
+        let alice_id = alice.id;
         store.add_token("alice", "abc", 3).await.unwrap();
         assert_eq!(store.user_by_token("abc", 4).await.unwrap(), Some(alice));
         assert_eq!(store.user_by_token("abd", 4).await.unwrap(), None);
@@ -233,5 +262,14 @@ mod tests {
             store.user_by_name("alice").await.unwrap().unwrap().limits,
             limits
         );
+        assert_eq!(store.library_quota(alice_id).await.unwrap(), None);
+        for quota in [Some(5000), Some(0), None] {
+            store.set_library_quota("alice", quota).await.unwrap();
+            assert_eq!(store.library_quota(alice_id).await.unwrap(), quota);
+        }
+        assert!(matches!(
+            store.set_library_quota("bob", Some(1)).await,
+            Err(StoreError::NoSuchUser(_))
+        ));
     }
 }

@@ -112,14 +112,27 @@ async fn add_user(scheduler: &Scheduler, name: &str) -> String {
     .unwrap()
 }
 
-/// Runs a remote build as a worker would: takes the job, uploads `sif` to its result URL
-/// (`uploads` times, as a redelivered job would), reports it finished; returns the build id.
+/// Runs a remote build that succeeds; returns the build id.
 async fn remote_build(
     scheduler: &Scheduler,
     library_ref: &str,
     sif: &[u8],
     uploads: usize,
 ) -> String {
+    let (id, info) = worker_builds(scheduler, library_ref, sif, uploads).await;
+    assert!(info.get("imageSize").is_some(), "{info}");
+    id
+}
+
+/// Runs a remote build as a worker would: takes the job, uploads `sif` to its result URL
+/// (`uploads` times, as a redelivered job would), reports it finished; returns the build id
+/// and its final status.
+async fn worker_builds(
+    scheduler: &Scheduler,
+    library_ref: &str,
+    sif: &[u8],
+    uploads: usize,
+) -> (String, Value) {
     use base64::Engine;
     let body = json!({
         "definitionRaw": base64::engine::general_purpose::STANDARD
@@ -161,8 +174,23 @@ async fn remote_build(
         )
         .await;
     let info = scheduler.wait_complete(&id).await;
-    assert!(info.get("imageSize").is_some(), "{info}");
-    id
+    (id, info)
+}
+
+async fn set_quota(scheduler: &Scheduler, name: &str, quota: &str) {
+    let said = kiln_scheduler::admin(
+        AdminConfig {
+            state: scheduler.config.state.clone(),
+            command: AdminCommand::User(UserCommand::Quota {
+                name: name.into(),
+                quota: quota.parse().unwrap(),
+            }),
+        },
+        &SystemClock,
+    )
+    .await
+    .unwrap();
+    assert!(said.starts_with("set the library quota"), "{said}");
 }
 
 async fn the_go_library_client_pushes_searches_and_pulls(db: Db) {
@@ -190,7 +218,7 @@ async fn the_go_library_client_pushes_searches_and_pulls(db: Db) {
     .await;
     assert_eq!(
         pushed.ok(),
-        format!("pushed library/alice/builds/hello {}", amd.len())
+        format!("pushed library/alice/builds/hello {} 0", amd.len())
     );
     let pushed = run(
         Some(&alice),
@@ -200,7 +228,7 @@ async fn the_go_library_client_pushes_searches_and_pulls(db: Db) {
     assert_eq!(
         pushed.ok(),
         format!(
-            "pushed library/alice/builds/hello {}",
+            "pushed library/alice/builds/hello {} 0",
             amd.len() + arm.len()
         )
     );
@@ -222,6 +250,30 @@ async fn the_go_library_client_pushes_searches_and_pulls(db: Db) {
         found.ok(),
         format!("alice/builds/hello:v1 {}", sha256_of(&arm))
     );
+
+    // Without an arch, search also finds entities, collections and containers, which the
+    // Go client decodes.
+    let found = run(None, &["search", "hello", "-"]).await;
+    let mut lines: Vec<&str> = found.ok().lines().collect();
+    lines.sort_unstable();
+    assert_eq!(
+        lines,
+        [
+            format!("alice/builds/hello:latest,v1,v2 {}", sha256_of(&amd)),
+            format!("alice/builds/hello:v1 {}", sha256_of(&arm)),
+            "container alice/builds/hello".to_owned(),
+        ]
+    );
+    let found = run(Some(&bob), &["search", "builds", "-"]).await;
+    let lines: Vec<&str> = found.ok().lines().collect();
+    assert!(
+        lines.contains(&"collection alice/builds"),
+        "{}",
+        found.stdout
+    );
+    let found = run(Some(&bob), &["search", "alice", "-"]).await;
+    let lines: Vec<&str> = found.ok().lines().collect();
+    assert!(lines.contains(&"entity alice"), "{}", found.stdout);
 
     let got = run(None, &["get", "arm64", "alice/builds/hello:v1"]).await;
     assert_eq!(got.ok(), format!("{} {} arm64", sha256_of(&arm), arm.len()));
@@ -264,6 +316,75 @@ async fn the_go_library_client_pushes_searches_and_pulls(db: Db) {
     )
     .await;
     assert!(foreign.stderr.contains("403"), "{}", foreign.stderr);
+
+    // A user's own quota: over it, push fails with the figures; unlimited and bytes print
+    // as the CLI reads them (`quotaTotal` 0 is "unlimited").
+    set_quota(&scheduler, "bob", "1000").await;
+    let refused = run(
+        Some(&bob),
+        &["push", amd_file, "bob/own/img", "amd64", "v1"],
+    )
+    .await;
+    assert_eq!(refused.code, 1);
+    assert!(
+        refused
+            .stderr
+            .contains("library storage quota exceeded: 0 of 1000 bytes used")
+            && refused.stderr.contains("507"),
+        "{}",
+        refused.stderr
+    );
+    set_quota(&scheduler, "bob", "unlimited").await;
+    let pushed = run(
+        Some(&bob),
+        &["push", amd_file, "bob/own/img", "amd64", "v1"],
+    )
+    .await;
+    assert_eq!(
+        pushed.ok(),
+        format!("pushed library/bob/own/img {} 0", amd.len())
+    );
+    set_quota(&scheduler, "bob", "5000000").await;
+    let second = image_bytes(2 * 1024 * 1024, 7);
+    let second_file = dir.path().join("second.sif");
+    std::fs::write(&second_file, &second).unwrap();
+    let pushed = run(
+        Some(&bob),
+        &[
+            "push",
+            second_file.to_str().unwrap(),
+            "bob/own/img",
+            "amd64",
+            "v2",
+        ],
+    )
+    .await;
+    assert_eq!(
+        pushed.ok(),
+        format!(
+            "pushed library/bob/own/img {} 5000000",
+            amd.len() + second.len()
+        )
+    );
+
+    // A remote build over its owner's quota fails, saying why, and leaves no image.
+    set_quota(&scheduler, "alice", "1000").await;
+    let (_, info) = worker_builds(
+        &scheduler,
+        "library://alice/builds/toobig:v1",
+        &image_bytes(5000, 8),
+        1,
+    )
+    .await;
+    assert_eq!(info["state"], "failed", "{info}");
+    let reason = info["failureReason"].as_str().unwrap_or_default();
+    assert!(
+        reason.starts_with("the image (5009 bytes) does not fit in the library"),
+        "{info}"
+    );
+    let missing = run(Some(&alice), &["get", "amd64", "alice/builds/toobig:v1"]).await;
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    set_quota(&scheduler, "alice", "default").await;
 
     // A remote build without a library ref: private, downloadable by its owner as
     // `build --remote` does (no GET /v1/images first), by nobody else.
@@ -638,6 +759,39 @@ async fn the_go_client_works_with_images_in_s3() {
         let pulled = run(&["pull", "amd64", &container, "v1", out]).await;
         assert_eq!(pulled.ok(), sha256_of(file), "{name}");
     }
+    // The 303 points into the bucket: a presigned URL that serves ranges without a token.
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let redirect = http
+        .get(format!(
+            "{}/v1/imagefile/alice/s3/small:v1?arch=amd64",
+            scheduler.base
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(redirect.status().as_u16(), 303);
+    let location = redirect.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("{}/kiln-images/library/images/", s3.endpoint))
+            && location.contains("X-Amz-Signature="),
+        "{location}"
+    );
+    let ranged = http
+        .get(&location)
+        .header("Range", "bytes=1000-1999")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ranged.status().as_u16(), 206);
+    assert_eq!(
+        ranged.headers()["content-range"].to_str().unwrap(),
+        format!("bytes 1000-1999/{}", small.len())
+    );
+    assert_eq!(ranged.bytes().await.unwrap(), small[1000..2000]);
+
     // The objects are in the bucket, under the prefix.
     let listing = reqwest::get(format!(
         "{}/kiln-images?list-type=2&prefix=library/",
@@ -672,5 +826,151 @@ async fn the_go_client_works_with_images_in_s3() {
         1,
         "{listing}"
     );
+    scheduler.stop().await;
+}
+
+/// The multipart upload API driven by hand against S3 (moto), with 5 MiB parts: parts go
+/// straight into one S3 multipart upload; in order, completion needs no read; out of order it
+/// reads the joined file once; a wrong file is refused either way and leaves no object and no
+/// pending S3 upload behind.
+#[tokio::test]
+async fn multipart_parts_go_straight_into_s3() {
+    let s3 = S3Server::start("kiln-parts").await;
+    let library = kiln_scheduler::config::LibraryConfig {
+        object_store: Some("s3://kiln-parts/lib".into()),
+        object_store_options: s3.options(),
+        part_size_bytes: 5 * 1024 * 1024,
+        ..kiln_scheduler::config::LibraryConfig::default()
+    };
+    let scheduler = Scheduler::start_with(
+        Db::Sqlite,
+        kiln_scheduler::config::Limits::default(),
+        library,
+    )
+    .await;
+    let call = async |method: reqwest::Method, path: String, body: Value| {
+        let (code, answer) = scheduler.request(method, &path, Some(body)).await;
+        assert_eq!(code, 200, "{path}: {answer}");
+        answer["data"].clone()
+    };
+    let entity = call(
+        reqwest::Method::POST,
+        "/v1/entities".into(),
+        json!({"name": "alice"}),
+    )
+    .await;
+    let collection = call(
+        reqwest::Method::POST,
+        "/v1/collections".into(),
+        json!({"name": "parts", "entity": entity["id"]}),
+    )
+    .await;
+    let file = image_bytes(11 * 1024 * 1024 + 5, 9);
+    let chunks: Vec<&[u8]> = file.chunks(5 * 1024 * 1024).collect();
+    let listing = async |query: &str| {
+        reqwest::get(format!("{}/kiln-parts?{query}", s3.endpoint))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let forged: Vec<u8> = file.iter().map(|b| b ^ 1).collect();
+    let forged_chunks: Vec<&[u8]> = forged.chunks(5 * 1024 * 1024).collect();
+    // Container, bytes sent for each part, order of the parts, status of the completion.
+    type Case<'a> = (&'a str, &'a [&'a [u8]], [usize; 3], u16);
+    let cases: [Case; 4] = [
+        ("inorder", &chunks, [1, 2, 3], 200),
+        ("shuffled", &chunks, [2, 3, 1], 200),
+        ("forged", &forged_chunks, [1, 2, 3], 422),
+        ("forgedshuffled", &forged_chunks, [3, 1, 2], 422),
+    ];
+    for (name, parts, order, expected) in cases {
+        let container = call(
+            reqwest::Method::POST,
+            "/v1/containers".into(),
+            json!({"name": name, "collection": collection["id"]}),
+        )
+        .await;
+        let image = call(
+            reqwest::Method::POST,
+            "/v1/images".into(),
+            json!({"hash": sha256_of(&file), "container": container["id"]}),
+        )
+        .await;
+        let id = image["id"].as_str().unwrap();
+        let started = call(
+            reqwest::Method::POST,
+            format!("/v2/imagefile/{id}/_multipart"),
+            json!({"filesize": file.len()}),
+        )
+        .await;
+        assert_eq!(started["totalParts"], 3, "{started}");
+        let upload_id = started["uploadID"].as_str().unwrap().to_owned();
+        let mut completed = Vec::new();
+        for number in order {
+            let part = parts[number - 1];
+            let url = call(
+                reqwest::Method::PUT,
+                format!("/v2/imagefile/{id}/_multipart"),
+                json!({"partSize": part.len(), "uploadID": upload_id, "partNumber": number}),
+            )
+            .await;
+            let put = scheduler
+                .client
+                .put(url["presignedURL"].as_str().unwrap())
+                .body(part.to_vec())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(put.status().as_u16(), 200, "{name} part {number}");
+            let etag = put.headers()["etag"].to_str().unwrap().to_owned();
+            assert_eq!(etag, format!("\"{}\"", hex::encode(Sha256::digest(part))));
+            completed.push(json!({"partNumber": number, "token": etag}));
+        }
+        // Nothing is visible before completion.
+        assert!(
+            !listing("list-type=2&prefix=lib/").await.contains(id),
+            "{name}"
+        );
+        let (code, done) = scheduler
+            .request(
+                reqwest::Method::PUT,
+                &format!("/v2/imagefile/{id}/_multipart_complete"),
+                Some(json!({"uploadID": upload_id, "completedParts": completed})),
+            )
+            .await;
+        assert_eq!(code, expected, "{name}: {done}");
+        let objects = listing("list-type=2&prefix=lib/").await;
+        let pending = listing("uploads").await;
+        assert!(!pending.contains("<UploadId>"), "{name}: {pending}");
+        assert!(!objects.contains("lib/uploads/"), "{name}: {objects}");
+        if expected == 200 {
+            assert!(
+                objects.contains(&format!("<Key>lib/images/{id}</Key>")),
+                "{name}"
+            );
+            let pulled = scheduler
+                .client
+                .get(format!(
+                    "{}/v1/imagefile/alice/parts/{name}:{}",
+                    scheduler.base,
+                    sha256_of(&file)
+                ))
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+            assert!(pulled == file, "{name}");
+        } else {
+            assert!(
+                done["error"]["message"].as_str().unwrap().contains("hash"),
+                "{done}"
+            );
+            assert!(!objects.contains(id), "{name}: {objects}");
+        }
+    }
     scheduler.stop().await;
 }

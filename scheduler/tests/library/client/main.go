@@ -4,8 +4,11 @@
 //
 // Usage: library-client BASE_URL TOKEN COMMAND ARGS...   (TOKEN "-" means none)
 //
-//	push FILE ENTITY/COLLECTION/CONTAINER ARCH TAG[,TAG...]  -> "pushed CONTAINER_URL QUOTA_USAGE"
-//	search VALUE ARCH                                        -> one "PATH:TAGS HASH" line per image
+//	push FILE ENTITY/COLLECTION/CONTAINER ARCH TAG[,TAG...]  -> "pushed CONTAINER_URL QUOTA_USAGE QUOTA_TOTAL"
+//	search VALUE ARCH                                        -> one "PATH:TAGS HASH" line per image;
+//	                                                            ARCH "-" sends none, and then also
+//	                                                            "entity E", "collection E/C" and
+//	                                                            "container E/C/N" lines
 //	get ARCH ENTITY/COLLECTION/CONTAINER:TAG                 -> "HASH SIZE ARCH"
 //	pull ARCH ENTITY/COLLECTION/CONTAINER TAG OUT            -> "sha256.HEX" of OUT (concurrent download)
 //	pull-stream ARCH ENTITY/COLLECTION/CONTAINER TAG OUT     -> "sha256.HEX" of OUT (single stream)
@@ -69,11 +72,24 @@ func run(ctx context.Context, c *client.Client, command string, args []string) e
 			fmt.Println("pushed - -")
 			return nil
 		}
-		fmt.Printf("pushed %s %d\n", done.ContainerURL, done.Quota.QuotaUsageBytes)
+		fmt.Printf("pushed %s %d %d\n", done.ContainerURL, done.Quota.QuotaUsageBytes, done.Quota.QuotaTotalBytes)
 	case command == "search" && len(args) == 2:
-		results, err := c.Search(ctx, map[string]string{"value": args[0], "arch": args[1]})
+		query := map[string]string{"value": args[0], "arch": args[1]}
+		if args[1] == "-" {
+			delete(query, "arch")
+		}
+		results, err := c.Search(ctx, query)
 		if err != nil {
 			return err
+		}
+		for _, entity := range results.Entities {
+			fmt.Printf("entity %s\n", entity.Name)
+		}
+		for _, collection := range results.Collections {
+			fmt.Printf("collection %s/%s\n", collection.EntityName, collection.Name)
+		}
+		for _, container := range results.Containers {
+			fmt.Printf("container %s/%s/%s\n", container.EntityName, container.CollectionName, container.Name)
 		}
 		for _, image := range results.Images {
 			fmt.Printf("%s/%s/%s:%s %s\n", image.EntityName, image.CollectionName, image.ContainerName, strings.Join(image.Tags, ","), image.Hash)
