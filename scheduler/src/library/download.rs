@@ -24,6 +24,9 @@ use crate::objects::ObjectsError;
 use crate::secrets::{new_capability, token_hash};
 use crate::store::ImageRow;
 
+/// Longest life of a presigned S3 URL (SigV4's limit), seconds.
+const MAX_PRESIGNED_SECONDS: u64 = 7 * 24 * 3600;
+
 /// `GET /v1/imagefile/{ref}?arch=`: 404 when the image is missing, hidden, or has no file yet.
 /// `HEAD` answers the size and counts no download (as Hinkskalle, §6.3).
 pub async fn download(
@@ -51,7 +54,8 @@ pub async fn download(
     match state.library.download {
         DownloadMode::Stream => serve(&state, &image, None).await,
         DownloadMode::Redirect => {
-            let ttl = Duration::from_secs(state.library.url_ttl_seconds);
+            // SigV4 presigned URLs live at most 7 days.
+            let ttl = Duration::from_secs(state.library.url_ttl_seconds.min(MAX_PRESIGNED_SECONDS));
             // S3 serves the ranges itself through a presigned URL; the scheduler's own
             // capability URL otherwise.
             let presigned = state

@@ -158,8 +158,12 @@ pub async fn delete(
 }
 
 /// Removes an image's rows, then its file (a file without rows is harmless, the reverse is
-/// not), unless another image row shares the file.
+/// not), and the object store's side of its uploads in flight.
 pub async fn delete_image(state: &AppState, image: &ImageRow) -> Result<(), ApiError> {
+    for upload in state.store.uploads_of(&image.id).await? {
+        let parts = state.store.parts_of(&upload.id).await?;
+        super::upload::drop_upload(state, &upload, &parts).await?;
+    }
     state.store.delete_image(&image.id).await?;
     if let Err(error) = state.objects.delete(&image.object_key).await {
         tracing::warn!(key = %image.object_key, error = %error, "could not delete an image file");

@@ -79,7 +79,7 @@ pub async fn publish_build_result(state: &AppState, build: &BuildRow) -> Result<
         stale => {
             if let Some(stale) = stale {
                 // A push of this file that never finished: the build's file replaces it.
-                state.store.delete_image(&stale.id).await?;
+                super::images::delete_image(state, &stale).await?;
             }
             let row = ImageRow {
                 id: new_id(state),

@@ -820,6 +820,54 @@ async fn multipart_uploads_join_checked_parts() {
 }
 
 #[tokio::test]
+async fn deleting_an_image_drops_its_uploads_in_flight() {
+    let h = library_harness(LibraryConfig {
+        part_size_bytes: 5 * 1024 * 1024,
+        ..LibraryConfig::default()
+    })
+    .await;
+    let alice = h.bearer();
+    let file = vec![3u8; 6 * 1024 * 1024];
+    let (_, id) = create_image(&h, &alice, "alice/gone/img", &hash_of(&file)).await;
+    let started = json_call(
+        &h,
+        Method::POST,
+        &format!("/v2/imagefile/{id}/_multipart"),
+        &alice,
+        json!({"filesize": file.len()}),
+    )
+    .await;
+    let upload_id = started.body["data"]["uploadID"].clone();
+    let part = 5 * 1024 * 1024;
+    let url = json_call(
+        &h,
+        Method::PUT,
+        &format!("/v2/imagefile/{id}/_multipart"),
+        &alice,
+        json!({"partSize": part, "uploadID": upload_id, "partNumber": 1}),
+    )
+    .await;
+    let url = url.body["data"]["presignedURL"].as_str().unwrap();
+    let path = url.strip_prefix("http://kiln.test").unwrap();
+    let put = h
+        .call(Method::PUT, path, None, Body::from(file[..part].to_vec()))
+        .await;
+    assert_eq!(put.status, StatusCode::OK, "{}", put.body);
+    assert_eq!(walk(&h.state.data_dir.join("objects")).len(), 1);
+    let deleted = h
+        .call(
+            Method::DELETE,
+            &format!("/v1/images/alice/gone/img:{}?arch=amd64", hash_of(&file)),
+            Some(&alice),
+            Body::empty(),
+        )
+        .await;
+    assert_eq!(deleted.status, StatusCode::OK, "{}", deleted.body);
+    assert!(walk(&h.state.data_dir.join("objects")).is_empty());
+    assert!(h.state.store.uploads_of(&id).await.unwrap().is_empty());
+}
+
+#[tokio::test]
 async fn redirect_mode_answers_303_to_a_ranged_capability() {
     let h = library_harness(LibraryConfig {
         download: DownloadMode::Redirect,

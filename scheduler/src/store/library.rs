@@ -667,6 +667,12 @@ impl Store {
             .await
     }
 
+    /// The uploads in flight of an image.
+    pub async fn uploads_of(&self, image_id: &str) -> Result<Vec<UploadRow>> {
+        let sql = format!("{UPLOAD_COLUMNS} WHERE image_id = $1");
+        self.fetch_all_of(sql, &[image_id], upload_from_row).await
+    }
+
     /// Forgets an upload and its parts.
     pub async fn delete_upload(&self, id: &str) -> Result<()> {
         for sql in [
