@@ -132,6 +132,7 @@ pub async fn serve(
         shutdown: shutdown.child_token(),
         tracker: tracker.clone(),
         metrics: Arc::new(metrics::Metrics::new()),
+        sign_ins: Arc::default(),
     };
 
     tracker.spawn(relay::run(
@@ -144,7 +145,9 @@ pub async fn serve(
     tracing::info!(address = %listener.local_addr().map_err(RunError::Serve)?, %public_url, "serving");
     let grace = Duration::from_secs(state.limits.shutdown_grace_seconds);
     let http_shutdown = shutdown.clone();
-    let served = axum::serve(listener, api::router(state))
+    // The peer address reaches handlers (the sign-in throttle counts failures by it).
+    let app = api::router(state).into_make_service_with_connect_info::<SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
         .await
         .map_err(RunError::Serve);

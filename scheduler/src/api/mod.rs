@@ -33,6 +33,7 @@ use crate::metrics::{Metrics, track_http};
 use crate::objects::Objects;
 use crate::queue::Broker;
 use crate::store::Store;
+use crate::web::throttle::SignInThrottle;
 
 pub use auth::{AuthUser, authenticate, authenticate_reader};
 pub use build::visible_build;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub tracker: TaskTracker,
     /// The Prometheus registry and its series (`GET /metrics`).
     pub metrics: Arc<Metrics>,
+    /// Failed sign-ins on the web form, which slow the next ones.
+    pub sign_ins: Arc<SignInThrottle>,
 }
 
 impl AppState {

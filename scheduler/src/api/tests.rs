@@ -125,6 +125,7 @@ pub(crate) async fn harness(limits: Limits) -> Harness {
         shutdown: tokio_util::sync::CancellationToken::new(),
         tracker: tokio_util::task::TaskTracker::new(),
         metrics: Arc::new(crate::metrics::Metrics::new()),
+        sign_ins: Arc::default(),
     };
     Harness {
         state,

@@ -12,6 +12,7 @@
 //! Handlers, the relay and the sweeper call the store; nothing else writes SQL.
 
 mod builds;
+mod catalog;
 mod contexts;
 mod history;
 mod library;
@@ -30,6 +31,7 @@ use sqlx::migrate::{Migration, MigrationType, Migrator};
 use sqlx::{AnyPool, SqlSafeStr};
 
 pub use builds::{BuildRow, BuildState, FinalState, NewBuild};
+pub use catalog::EntitySummary;
 pub use contexts::{ContextRow, ContextState};
 pub use library::{CollectionRow, ContainerRow, EntityRow, ImageRow, PartRow, TagRow, UploadRow};
 pub use logs::{LogAppend, LogChunk};

@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
-use super::page::{Nav, bytes, duration, escape, render, time, url_encode};
+use super::page::{Nav, bytes, duration, escape, pull_command, render, time, url_encode};
 use super::session::SignedIn;
 use crate::api::{ApiError, AppState, AuthUser, visible_build};
 use crate::store::{BuildRow, BuildState};
@@ -201,7 +201,6 @@ async fn build_view(state: &AppState, build: &BuildRow) -> Result<BuildView, Api
         None
     };
     let succeeded = build.state == BuildState::Succeeded;
-    let library_ref = format!("library://{}", build.library_ref);
     Ok(BuildView {
         id: build.id.clone(),
         state: build.state.as_str(),
@@ -230,7 +229,6 @@ async fn build_view(state: &AppState, build: &BuildRow) -> Result<BuildView, Api
                 url_encode(&build.arch)
             )
         }),
-        pull_command: succeeded
-            .then(|| format!("singularity pull --arch {} {library_ref}", build.arch)),
+        pull_command: succeeded.then(|| pull_command(&build.arch, &build.library_ref)),
     })
 }

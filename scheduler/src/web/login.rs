@@ -3,10 +3,17 @@
 //! kind of session ([`super::session::start_session`]), which is where a site's single sign-on
 //! would plug in too: an OpenID Connect callback, or a trusted proxy's user header, that maps
 //! the verified identity to a local user and calls it.
+//!
+//! Failed sign-ins slow the next ones from the same address (`super::throttle`): past a few,
+//! the form answers 429 with `Retry-After` and checks nothing until then.
+
+use std::net::{IpAddr, SocketAddr};
 
 use axum::Form;
-use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, Query, State};
+use axum::http::header::RETRY_AFTER;
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
@@ -21,6 +28,24 @@ use crate::secrets::token_hash;
 
 /// Longest user name or token accepted in the form, bytes (tokens are 205 characters).
 const MAX_FIELD_BYTES: usize = 4096;
+
+/// The address of the client a request came from (`None` when the server was not started
+/// with connection info, as in router tests that do not set it).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddress(pub Option<IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|info| info.0.ip()),
+        ))
+    }
+}
 
 /// `?next=` of the sign-in page.
 #[derive(Debug, Deserialize)]
@@ -105,6 +130,7 @@ pub struct Credentials {
 pub async fn submit(
     State(state): State<AppState>,
     headers: HeaderMap,
+    ClientAddress(address): ClientAddress,
     Form(form): Form<Credentials>,
 ) -> Result<Response, ApiError> {
     // Login forgery (signing a victim into the attacker's account) is refused like any other.
@@ -115,6 +141,30 @@ pub async fn submit(
     }
     let next = safe_next(form.next.as_deref()).to_owned();
     let token = form.token.trim();
+    // A token sign-in names no account: only the address counts for it.
+    let account = token.is_empty().then_some(form.user.as_str());
+    if let Some(wait_ms) = state
+        .sign_ins
+        .wait_ms(account, address, state.clock.now_ms())
+    {
+        let seconds = (wait_ms + 999) / 1000;
+        tracing::warn!(user = %form.user, ?address, seconds, "sign-in throttled");
+        let message = format!(
+            "Too many failed sign-ins. Try again in {seconds} second{}.",
+            if seconds == 1 { "" } else { "s" }
+        );
+        let mut response = render_with_status(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Sign in",
+            Nav::None,
+            None,
+            &login_form(&next, Some(&message), &form.user),
+        );
+        response
+            .headers_mut()
+            .insert(RETRY_AFTER, HeaderValue::from(seconds));
+        return Ok(response);
+    }
     let signed_in = if !token.is_empty() {
         if token.len() > MAX_FIELD_BYTES {
             None
@@ -142,7 +192,10 @@ pub async fn submit(
         }
     };
     let Some((user, token_hash_used)) = signed_in else {
-        tracing::info!(user = %form.user, "sign-in refused");
+        state
+            .sign_ins
+            .record_failure(account, address, state.clock.now_ms());
+        tracing::info!(user = %form.user, ?address, "sign-in refused");
         let form_html = login_form(
             &next,
             Some("Wrong user name, password or token."),
@@ -156,6 +209,7 @@ pub async fn submit(
             &form_html,
         ));
     };
+    state.sign_ins.record_success(account, address);
     let cookie_value = start_session(&state, &user, token_hash_used.as_deref()).await?;
     tracing::info!(user = %user.name, with_token = token_hash_used.is_some(), "signed in");
     Ok(with_cookie(

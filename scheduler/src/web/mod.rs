@@ -1,7 +1,9 @@
 //! The web builder: pages served by the scheduler for people who never touch a terminal on the
-//! build host. Sign in (`login`, `session`), access tokens (`tokens`), the build form, build
-//! page and history (`builds`), and the static assets (`assets`), all plain HTML, CSS and
-//! JavaScript embedded in the binary: no CDN, no build step, nothing fetched at run time.
+//! build host. Sign in (`login`, `session`, slowed after failures by `throttle`), access tokens
+//! (`tokens`), the build form, build page and history (`builds`), the library browser
+//! (`library`), the fleet view for admins (`fleet`), and the static assets (`assets`), all
+//! plain HTML, CSS and JavaScript embedded in the binary: no CDN, no build step, nothing
+//! fetched at run time.
 //!
 //! Pages are rendered on the server (`page`); scripts only add what needs them: line numbers
 //! and file loading in the form, the live log, copy buttons. The build API does the real work:
@@ -9,9 +11,12 @@
 
 mod assets;
 mod builds;
+mod fleet;
+mod library;
 mod login;
 mod page;
 pub mod session;
+pub mod throttle;
 mod tokens;
 
 use axum::Router;
@@ -32,6 +37,14 @@ pub fn router() -> Router<AppState> {
         .route("/builds", get(builds::history))
         .route("/builds/{id}", get(builds::show))
         .route("/web/api/builds/{id}", get(builds::view))
+        .route("/library", get(library::index))
+        .route("/library/{entity}", get(library::entity))
+        .route("/library/{entity}/{collection}", get(library::collection))
+        .route(
+            "/library/{entity}/{collection}/{container}",
+            get(library::container),
+        )
+        .route("/admin/workers", get(fleet::show))
         .route("/web/{asset}", get(assets::serve))
 }
 

@@ -26,6 +26,8 @@ pub enum Nav {
     Library,
     /// Access tokens.
     Tokens,
+    /// The fleet view (admins).
+    Fleet,
     /// Pages outside the navigation (sign-in).
     None,
 }
@@ -94,6 +96,28 @@ pub fn bytes(size: u64) -> String {
     }
 }
 
+/// The `singularity pull` command of `library_ref` (`entity/collection/container:tag`, no
+/// scheme) for `arch` (`""`: the client's own), as the build page and the library browser show
+/// it. It pulls from the client's current remote, which `singularity remote use` sets to Kiln.
+pub fn pull_command(arch: &str, library_ref: &str) -> String {
+    if arch.is_empty() {
+        format!("singularity pull library://{library_ref}")
+    } else {
+        format!("singularity pull --arch {arch} library://{library_ref}")
+    }
+}
+
+/// A 404 page for a library path or page this viewer may not see (the same answer whether it
+/// does not exist or is hidden).
+pub fn not_found(session: Option<&Session>, nav: Nav, what: &str) -> Response {
+    let main = format!(
+        "<p id=\"not-found\">No {} here, or not one you may see.</p>\
+         <p><a href=\"/library\">Back to the library</a></p>",
+        escape(what)
+    );
+    render_with_status(StatusCode::NOT_FOUND, "Not found", nav, session, &main)
+}
+
 /// A complete page: `title`, the navigation with `nav` marked, who is signed in, and `main`
 /// (already escaped HTML).
 pub fn render(title: &str, nav: Nav, session: Option<&Session>, main: &str) -> Response {
@@ -109,28 +133,44 @@ pub fn render_with_status(
     main: &str,
 ) -> Response {
     let mut header = String::new();
-    if let Some(session) = session {
-        header.push_str("<nav aria-label=\"Main\"><ul>");
-        for (entry, href, label) in [
-            (Nav::Build, "/build", "Build"),
-            (Nav::History, "/builds", "My builds"),
-            (Nav::Library, "/library", "Library"),
-            (Nav::Tokens, "/auth/tokens", "Access tokens"),
-        ] {
-            let current = if entry == nav {
-                " aria-current=\"page\""
-            } else {
-                ""
-            };
-            let _ = write!(header, "<li><a href=\"{href}\"{current}>{label}</a></li>");
+    // Strangers browse the public library; the rest needs signing in.
+    let is_admin = session.is_some_and(|s| s.user.is_admin);
+    header.push_str("<nav aria-label=\"Main\"><ul>");
+    for (entry, href, label, shown) in [
+        (Nav::Build, "/build", "Build", session.is_some()),
+        (Nav::History, "/builds", "My builds", session.is_some()),
+        (Nav::Library, "/library", "Library", true),
+        (
+            Nav::Tokens,
+            "/auth/tokens",
+            "Access tokens",
+            session.is_some(),
+        ),
+        (Nav::Fleet, "/admin/workers", "Fleet", is_admin),
+    ] {
+        if !shown {
+            continue;
         }
+        let current = if entry == nav {
+            " aria-current=\"page\""
+        } else {
+            ""
+        };
+        let _ = write!(header, "<li><a href=\"{href}\"{current}>{label}</a></li>");
+    }
+    header.push_str("</ul></nav>");
+    if let Some(session) = session {
         let _ = write!(
             header,
-            "</ul></nav><div class=\"who\"><span id=\"signed-in-user\">Signed in as <strong>{}</strong></span>\
+            "<div class=\"who\"><span id=\"signed-in-user\">Signed in as <strong>{}</strong></span>\
              <form method=\"post\" action=\"/logout\"><input type=\"hidden\" name=\"csrf\" value=\"{}\">\
              <button type=\"submit\" class=\"link\">Sign out</button></form></div>",
             escape(&session.user.name),
             escape(&session.csrf_token),
+        );
+    } else if nav != Nav::None {
+        header.push_str(
+            "<div class=\"who\"><a id=\"sign-in-link\" href=\"/login\">Sign in</a></div>",
         );
     }
     let body = format!(

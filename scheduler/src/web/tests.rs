@@ -1,9 +1,14 @@
-//! The web builder through the router (`tower::ServiceExt::oneshot`): sign-in and sign-out,
-//! the token page and what revocation does everywhere, the session cookie on the build API and
-//! its same-origin rule. The browser suite in `tests/` drives the same pages in Chromium.
+//! The web builder through the router (`tower::ServiceExt::oneshot`): sign-in and sign-out and
+//! the delay after failed sign-ins, the token page and what revocation does everywhere, the
+//! session cookie on the build API and its same-origin rule, the library browser's access
+//! rules and escaping, the admins' fleet page. The browser suite in `tests/` drives the same
+//! pages in Chromium.
+
+use std::net::SocketAddr;
 
 use axum::body::{Body, to_bytes};
-use axum::http::header::{COOKIE, LOCATION, ORIGIN, SET_COOKIE};
+use axum::extract::ConnectInfo;
+use axum::http::header::{COOKIE, LOCATION, ORIGIN, RETRY_AFTER, SET_COOKIE};
 use axum::http::{Method, Request, StatusCode};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -14,6 +19,7 @@ use crate::api::router;
 use crate::api::tests::{Harness, harness};
 use crate::config::Limits;
 use crate::password::hash_password;
+use crate::store::{CollectionRow, ContainerRow, EntityRow, ImageRow, UserLimits};
 
 const ORIGIN_URL: &str = "http://kiln.test";
 
@@ -21,6 +27,7 @@ struct Answer {
     status: StatusCode,
     location: Option<String>,
     set_cookie: Option<String>,
+    retry_after: Option<String>,
     text: String,
 }
 
@@ -38,6 +45,7 @@ struct Call<'a> {
     origin: bool,
     form: Option<String>,
     json: Option<Value>,
+    peer: Option<SocketAddr>,
 }
 
 fn call(method: Method, uri: &str) -> Call<'_> {
@@ -49,6 +57,7 @@ fn call(method: Method, uri: &str) -> Call<'_> {
         origin: false,
         form: None,
         json: None,
+        peer: None,
     }
 }
 
@@ -83,6 +92,11 @@ impl<'a> Call<'a> {
         self.json = Some(value);
         self
     }
+    /// Comes from `peer` (as `serve` tells handlers with its connection info).
+    fn from(mut self, peer: &str) -> Self {
+        self.peer = Some(peer.parse().unwrap());
+        self
+    }
 
     async fn send(self, h: &Harness) -> Answer {
         let mut request = Request::builder()
@@ -97,6 +111,9 @@ impl<'a> Call<'a> {
         }
         if self.origin {
             request = request.header(ORIGIN, ORIGIN_URL);
+        }
+        if let Some(peer) = self.peer {
+            request = request.extension(ConnectInfo(peer));
         }
         let body = if let Some(form) = self.form {
             request = request.header("content-type", "application/x-www-form-urlencoded");
@@ -120,11 +137,13 @@ impl<'a> Call<'a> {
         let status = response.status();
         let location = header(LOCATION);
         let set_cookie = header(SET_COOKIE);
+        let retry_after = header(RETRY_AFTER);
         let bytes = to_bytes(response.into_body(), usize::MAX).await.unwrap();
         Answer {
             status,
             location,
             set_cookie,
+            retry_after,
             text: String::from_utf8_lossy(&bytes).into_owned(),
         }
     }
@@ -154,16 +173,21 @@ fn csrf_of(page: &str) -> String {
 }
 
 async fn signed_in(h: &Harness) -> String {
+    signed_in_as(h, "alice").await
+}
+
+/// Signs in as `name` (an existing user) with a password set for it; the session cookie.
+async fn signed_in_as(h: &Harness, name: &str) -> String {
     let hash = hash_password("correct horse battery").unwrap();
     h.state
         .store
-        .set_password_hash("alice", Some(&hash))
+        .set_password_hash(name, Some(&hash))
         .await
         .unwrap();
     let answer = call(Method::POST, "/login")
         .same_origin()
         .form(&[
-            ("user", "alice"),
+            ("user", name),
             ("password", "correct horse battery"),
             ("next", "/builds"),
         ])
@@ -438,4 +462,460 @@ async fn assets_are_embedded_and_pages_forbid_inline_code() {
             .contains("<label for=\"password\">Password</label>")
     );
     assert!(!login.text.contains("<script>") && !login.text.contains("style=\""));
+}
+
+#[tokio::test]
+async fn repeated_failed_sign_ins_are_slowed_for_that_address_only() {
+    let h = harness(Limits::default()).await;
+    signed_in(&h).await;
+    let attempt = |password: &'static str, peer: &'static str| {
+        call(Method::POST, "/login")
+            .same_origin()
+            .from(peer)
+            .form(&[("user", "alice"), ("password", password)])
+    };
+    for _ in 0..5 {
+        let wrong = attempt("wrong", "192.0.2.7:4000").send(&h).await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    }
+    // Now even the right password waits, and is not checked until then.
+    let held = attempt("correct horse battery", "192.0.2.7:4001")
+        .send(&h)
+        .await;
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS, "{}", held.text);
+    assert_eq!(held.retry_after.as_deref(), Some("1"));
+    assert!(held.set_cookie.is_none());
+    assert!(
+        held.text
+            .contains("Too many failed sign-ins. Try again in 1 second."),
+        "{}",
+        held.text
+    );
+    // The same user from elsewhere is not slowed: an attacker cannot lock them out.
+    let elsewhere = attempt("correct horse battery", "198.51.100.9:5000")
+        .send(&h)
+        .await;
+    assert_eq!(elsewhere.status, StatusCode::SEE_OTHER);
+
+    // Once the delay passed, the next failure doubles it; the right password clears it.
+    h.clock.advance(1000);
+    let wrong = attempt("wrong", "192.0.2.7:4002").send(&h).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let held = attempt("correct horse battery", "192.0.2.7:4003")
+        .send(&h)
+        .await;
+    assert_eq!(held.retry_after.as_deref(), Some("2"));
+    h.clock.advance(2000);
+    let right = attempt("correct horse battery", "192.0.2.7:4004")
+        .send(&h)
+        .await;
+    assert_eq!(right.status, StatusCode::SEE_OTHER);
+    let wrong = attempt("wrong", "192.0.2.7:4005").send(&h).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED, "counting anew");
+
+    // Guessing tokens from one address is slowed too, after more tries.
+    for _ in 0..20 {
+        let wrong = call(Method::POST, "/login")
+            .same_origin()
+            .from("203.0.113.5:6000")
+            .form(&[("token", "kiln_guess")])
+            .send(&h)
+            .await;
+        assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    }
+    let held = call(Method::POST, "/login")
+        .same_origin()
+        .from("203.0.113.5:6000")
+        .form(&[("token", &h.token)])
+        .send(&h)
+        .await;
+    assert_eq!(held.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+/// Puts `entity/collection/container` (created as needed, with these privacy flags) in the
+/// library, owned by `owner`, with an uploaded image tagged `tags` (`(arch, tag)`); returns the
+/// image's hash.
+async fn put_image(
+    h: &Harness,
+    owner: i64,
+    path: &str,
+    private: (bool, bool),
+    tags: &[(&str, &str)],
+) -> String {
+    let store = &h.state.store;
+    let [entity, collection, container]: [&str; 3] =
+        path.split('/').collect::<Vec<_>>().try_into().unwrap();
+    let now_ms = h.state.clock.now_ms();
+    let id = |n: usize| format!("{n:024x}");
+    // The clock moves on by 1 ms per image, so ids from it never repeat.
+    let count = usize::try_from(now_ms).unwrap() * 10;
+    store
+        .insert_entity(&EntityRow {
+            id: id(count),
+            name: entity.into(),
+            owner_id: owner,
+            description: format!("entity {entity}"),
+            default_private: false,
+            created_ms: now_ms,
+        })
+        .await
+        .unwrap();
+    let entity = store.entity_by_name(entity).await.unwrap().unwrap();
+    store
+        .insert_collection(&CollectionRow {
+            id: id(count + 1),
+            entity_id: entity.id.clone(),
+            name: collection.into(),
+            description: format!("collection {collection}"),
+            private: private.0,
+            created_ms: now_ms,
+        })
+        .await
+        .unwrap();
+    let collection = store
+        .collection_by_name(&entity.id, collection)
+        .await
+        .unwrap()
+        .unwrap();
+    store
+        .insert_container(&ContainerRow {
+            id: id(count + 2),
+            collection_id: collection.id.clone(),
+            name: container.into(),
+            description: format!("container {container}"),
+            private: private.1,
+            download_count: 0,
+            created_ms: now_ms,
+        })
+        .await
+        .unwrap();
+    let container = store
+        .container_by_name(&collection.id, container)
+        .await
+        .unwrap()
+        .unwrap();
+    let hash = format!("sha256.{:064x}", count + 3);
+    let image_id = id(count + 3);
+    store
+        .insert_image(&ImageRow {
+            id: image_id.clone(),
+            container_id: container.id.clone(),
+            hash: hash.clone(),
+            description: String::new(),
+            arch: "amd64".into(),
+            size: 1536,
+            uploaded: true,
+            object_key: format!("images/{image_id}"),
+            build_id: None,
+            expires_ms: None,
+            created_ms: now_ms,
+        })
+        .await
+        .unwrap();
+    for (arch, tag) in tags {
+        store
+            .set_tag(&container.id, arch, tag, &image_id)
+            .await
+            .unwrap();
+    }
+    h.clock.advance(1);
+    hash
+}
+
+#[tokio::test]
+async fn the_library_browser_shows_what_the_library_api_would() {
+    let h = harness(Limits::default()).await;
+    let alice = h.user.id;
+    let bob = h
+        .state
+        .store
+        .add_user("bob", false, UserLimits::default(), 0)
+        .await
+        .unwrap();
+    let hash = put_image(
+        &h,
+        alice,
+        "alice/tools/hello",
+        (false, false),
+        &[("amd64", "v1"), ("", "v1"), ("arm64", "v1")],
+    )
+    .await;
+    put_image(
+        &h,
+        alice,
+        "alice/tools/draft",
+        (false, true),
+        &[("amd64", "wip")],
+    )
+    .await;
+    put_image(
+        &h,
+        alice,
+        "alice/secret/plans",
+        (true, false),
+        &[("amd64", "latest")],
+    )
+    .await;
+    put_image(
+        &h,
+        bob.id,
+        "bob/private/only",
+        (true, false),
+        &[("amd64", "latest")],
+    )
+    .await;
+    let alice_session = signed_in(&h).await;
+    let bob_session = signed_in_as(&h, "bob").await;
+
+    // Anonymous: public content only, and the header offers sign-in.
+    let index = call(Method::GET, "/library").send(&h).await;
+    assert_eq!(index.status, StatusCode::OK);
+    assert!(
+        index.text.contains("href=\"/library/alice\""),
+        "{}",
+        index.text
+    );
+    assert!(
+        !index.text.contains("/library/bob"),
+        "bob has nothing public"
+    );
+    assert!(index.text.contains("id=\"sign-in-link\""));
+    let entity = call(Method::GET, "/library/alice").send(&h).await;
+    assert!(entity.text.contains("href=\"/library/alice/tools\""));
+    assert!(!entity.text.contains("secret"), "{}", entity.text);
+    let collection = call(Method::GET, "/library/alice/tools").send(&h).await;
+    assert!(
+        collection
+            .text
+            .contains("href=\"/library/alice/tools/hello\"")
+    );
+    assert!(!collection.text.contains("draft"));
+    let container = call(Method::GET, "/library/alice/tools/hello")
+        .send(&h)
+        .await;
+    assert_eq!(container.status, StatusCode::OK);
+    let rows: Vec<&str> = container.text.split("<tbody data-tag=").skip(1).collect();
+    assert_eq!(
+        rows.len(),
+        2,
+        "v1 for amd64 (both tag forms) and arm64: {}",
+        container.text
+    );
+    assert!(rows[0].contains("<td>amd64</td>") && rows[1].contains("<td>arm64</td>"));
+    assert!(rows[0].contains(&hash["sha256.".len()..]));
+    assert!(rows[0].contains("1.5 KiB"));
+    assert!(
+        rows[0].contains("value=\"singularity pull --arch amd64 library://alice/tools/hello:v1\""),
+        "{}",
+        rows[0]
+    );
+    assert!(container.text.contains("--library http://kiln.test"));
+
+    // Hidden and missing look alike, to strangers and to other users.
+    for (path, missing) in [
+        ("/library/alice/secret", "/library/alice/nothing"),
+        (
+            "/library/alice/secret/plans",
+            "/library/alice/nothing/plans",
+        ),
+        ("/library/alice/tools/draft", "/library/alice/tools/nothing"),
+        ("/library/bob/private", "/library/bob/nothing"),
+        ("/library/bob/private/only", "/library/bob/private/nothing"),
+    ] {
+        let hidden = call(Method::GET, path).send(&h).await;
+        assert_eq!(hidden.status, StatusCode::NOT_FOUND, "{path}");
+        let missing = call(Method::GET, missing).send(&h).await;
+        assert_eq!(missing.status, StatusCode::NOT_FOUND, "{path}");
+        assert_eq!(hidden.text, missing.text, "{path}");
+        let to_bob = call(Method::GET, path).cookie(&bob_session).send(&h).await;
+        let expected = if path.starts_with("/library/bob") {
+            StatusCode::OK
+        } else {
+            StatusCode::NOT_FOUND
+        };
+        assert_eq!(to_bob.status, expected, "{path} to bob");
+    }
+    let nowhere = call(Method::GET, "/library/nobody").send(&h).await;
+    assert_eq!(nowhere.status, StatusCode::NOT_FOUND);
+
+    // The owner sees their private content, marked.
+    let index = call(Method::GET, "/library")
+        .cookie(&alice_session)
+        .send(&h)
+        .await;
+    assert!(!index.text.contains("/library/bob"));
+    let entity = call(Method::GET, "/library/alice")
+        .cookie(&alice_session)
+        .send(&h)
+        .await;
+    assert!(entity.text.contains("href=\"/library/alice/secret\""));
+    let collection = call(Method::GET, "/library/alice/tools")
+        .cookie(&alice_session)
+        .send(&h)
+        .await;
+    let draft = collection.text.split("draft").nth(2).unwrap();
+    assert!(
+        draft.starts_with("</a> <span class=\"badge\">private</span>"),
+        "{draft}"
+    );
+    let plans = call(Method::GET, "/library/alice/secret/plans")
+        .cookie(&alice_session)
+        .send(&h)
+        .await;
+    assert_eq!(plans.status, StatusCode::OK);
+    assert!(plans.text.contains("<dd>private</dd>"));
+    let index = call(Method::GET, "/library")
+        .cookie(&bob_session)
+        .send(&h)
+        .await;
+    assert!(index.text.contains("href=\"/library/bob\""));
+}
+
+#[tokio::test]
+async fn hostile_names_and_descriptions_are_escaped() {
+    let h = harness(Limits::default()).await;
+    let store = &h.state.store;
+    let hostile = "<script>alert(1)</script>";
+    store
+        .insert_entity(&EntityRow {
+            id: "e".repeat(24),
+            name: hostile.into(),
+            owner_id: h.user.id,
+            description: "\"><img src=x onerror=alert(2)>".into(),
+            default_private: false,
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+    store
+        .insert_collection(&CollectionRow {
+            id: "c".repeat(24),
+            entity_id: "e".repeat(24),
+            name: "a\"b'c&d".into(),
+            description: "<b>bold</b>".into(),
+            private: false,
+            created_ms: 0,
+        })
+        .await
+        .unwrap();
+    let index = call(Method::GET, "/library").send(&h).await;
+    assert!(!index.text.contains(hostile) && !index.text.contains("<img"));
+    assert!(
+        index
+            .text
+            .contains("href=\"/library/%3Cscript%3Ealert%281%29%3C%2Fscript%3E\">&lt;script&gt;alert(1)&lt;/script&gt;</a>"),
+        "{}",
+        index.text
+    );
+    let entity = call(
+        Method::GET,
+        "/library/%3Cscript%3Ealert%281%29%3C%2Fscript%3E",
+    )
+    .send(&h)
+    .await;
+    assert_eq!(entity.status, StatusCode::OK, "{}", entity.text);
+    assert!(
+        !entity.text.contains(hostile)
+            && !entity.text.contains("<img")
+            && !entity.text.contains("<b>")
+    );
+    assert!(
+        entity
+            .text
+            .contains("&quot;&gt;&lt;img src=x onerror=alert(2)&gt;")
+    );
+    assert!(entity.text.contains(">a&quot;b&#39;c&amp;d</a>"));
+    assert!(entity.text.contains("/a%22b%27c%26d\""));
+}
+
+#[tokio::test]
+async fn the_fleet_page_is_for_admins_and_marks_lost_workers() {
+    use kiln_proto::amqp::WorkerHeartbeat;
+
+    let h = harness(Limits::default()).await;
+    h.state
+        .store
+        .add_user("root", true, UserLimits::default(), 0)
+        .await
+        .unwrap();
+    let now_ms = h.state.clock.now_ms();
+    let lost_after_ms = h.state.limits.worker_lost_after_ms();
+    let heartbeat = |host: &str, builds: &[&str]| WorkerHeartbeat {
+        host: host.into(),
+        arch: "amd64".into(),
+        worker_version: "0.1.0".into(),
+        concurrency: 2,
+        builds: builds.iter().map(|b| (*b).to_owned()).collect(),
+        is_draining: false,
+        stats: Default::default(),
+    };
+    let store = &h.state.store;
+    store
+        .record_heartbeat(
+            "w-busy",
+            &heartbeat("busy.example", &["0123456789abcdef01234567"]),
+            now_ms,
+        )
+        .await
+        .unwrap();
+    store
+        .record_heartbeat(
+            "w-gone",
+            &heartbeat("<gone>", &[]),
+            now_ms - lost_after_ms - 1,
+        )
+        .await
+        .unwrap();
+
+    let anonymous = call(Method::GET, "/admin/workers").send(&h).await;
+    assert_eq!(anonymous.status, StatusCode::SEE_OTHER);
+    let alice = signed_in(&h).await;
+    let refused = call(Method::GET, "/admin/workers")
+        .cookie(&alice)
+        .send(&h)
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    assert!(!refused.text.contains("w-busy"));
+    let build = call(Method::GET, "/build").cookie(&alice).send(&h).await;
+    assert!(
+        !build.text.contains("/admin/workers"),
+        "no Fleet link for users"
+    );
+
+    let root = signed_in_as(&h, "root").await;
+    let page = call(Method::GET, "/admin/workers")
+        .cookie(&root)
+        .send(&h)
+        .await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(
+        page.text
+            .contains("href=\"/admin/workers\" aria-current=\"page\">Fleet")
+    );
+    assert!(
+        page.text.contains("2 workers: 1 busy, 0 idle, 1 lost."),
+        "{}",
+        page.text
+    );
+    let busy = page.text.split("data-worker-id=\"w-busy\"").nth(1).unwrap();
+    let busy = &busy[..busy.find("</tr>").unwrap()];
+    for expected in [
+        "<td>busy.example</td>",
+        "<td>amd64</td>",
+        "<td>0.1.0</td>",
+        "<td>1 / 2</td>",
+        "href=\"/builds/0123456789abcdef01234567\"",
+        ">busy</span>",
+    ] {
+        assert!(busy.contains(expected), "{expected} in {busy}");
+    }
+    let gone = page
+        .text
+        .split("<tr class=\"worker-lost\" data-worker-id=\"w-gone\">")
+        .nth(1)
+        .unwrap();
+    assert!(
+        gone.contains("<td>&lt;gone&gt;</td>") && gone.contains(">lost</span>"),
+        "{gone}"
+    );
 }
