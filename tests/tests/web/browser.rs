@@ -166,6 +166,30 @@ impl Browser {
         }
     }
 
+    /// Signs in with an access token on the sign-in page the browser is on or going to.
+    pub async fn sign_in_with_token(&self, token: &str) {
+        self.wait_for_script(
+            "the sign-in page",
+            "location.pathname === '/login'",
+            Duration::from_secs(10),
+        )
+        .await;
+        self.fill("#token", token).await;
+        self.click("#sign-in").await;
+        self.find("#signed-in-user").await;
+    }
+
+    /// Signs out with the header's button and waits for the sign-in page.
+    pub async fn sign_out(&self) {
+        self.click("header button[type=submit]").await;
+        self.wait_for_script(
+            "the sign-in page",
+            "location.pathname === '/login'",
+            Duration::from_secs(10),
+        )
+        .await;
+    }
+
     /// Saves a PNG of the page as `name` under `target/web-screenshots/`; returns its path.
     pub async fn screenshot(&self, name: &str) -> PathBuf {
         let png = self.client.screenshot().await.expect("a screenshot");

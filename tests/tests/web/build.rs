@@ -6,18 +6,11 @@
 
 use std::time::Duration;
 
-use kiln_tests::cluster::{Cluster, Db};
+use kiln_tests::cluster::Db;
 use serde_json::json;
 
 use super::browser::Browser;
 use crate::remote::{BUILD_TIMEOUT, busybox_definition, cluster, registry, siftool_list};
-
-/// Signs in with `alice`'s token on the sign-in page the browser was sent to.
-async fn sign_in_with_token(browser: &Browser, cluster: &Cluster) {
-    browser.fill("#token", &cluster.token).await;
-    browser.click("#sign-in").await;
-    browser.find("#signed-in-user").await;
-}
 
 /// Puts `definition` into the form's text area and submits it; returns the new build's id.
 async fn submit(browser: &Browser, definition: &str) -> String {
@@ -51,7 +44,7 @@ async fn a_build_from_the_form_streams_its_log_and_offers_the_image() {
     let cluster = cluster(Db::Sqlite, &registry).await;
     let browser = Browser::start().await;
     browser.goto(&format!("{}/build", cluster.base)).await;
-    sign_in_with_token(&browser, &cluster).await;
+    browser.sign_in_with_token(&cluster.token).await;
     browser.screenshot("build-form.png").await;
 
     // The marker is computed by the shell, so only the command's output can contain it; the
@@ -133,7 +126,7 @@ async fn a_long_build_is_cancelled_from_its_page() {
     let cluster = cluster(Db::Sqlite, &registry).await;
     let browser = Browser::start().await;
     browser.goto(&format!("{}/build", cluster.base)).await;
-    sign_in_with_token(&browser, &cluster).await;
+    browser.sign_in_with_token(&cluster.token).await;
     let definition = busybox_definition(&registry, "    echo long-build-started\n    sleep 300");
     let id = submit(&browser, &definition).await;
     browser

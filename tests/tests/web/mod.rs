@@ -4,5 +4,6 @@
 
 mod browser;
 mod build;
+mod library;
 mod pages;
 mod server;

@@ -106,14 +106,7 @@ async fn sign_in_create_use_and_revoke_a_token() {
     assert_eq!(kiln.status("/v1/token-status", Some(&token)).await, 401);
 
     // Signing out ends the session.
-    browser.click("header button[type=submit]").await;
-    browser
-        .wait_for_script(
-            "the sign-in page",
-            "location.pathname === '/login'",
-            Duration::from_secs(10),
-        )
-        .await;
+    browser.sign_out().await;
     browser.goto(&kiln.url("/builds")).await;
     assert!(browser.url().await.starts_with("/login"));
 
