@@ -43,6 +43,8 @@ enum Command {
         #[arg(long, default_value = "kiln-build")]
         build_user: String,
     },
+    /// Exec probe of a running `serve`: exit 0 when it is alive (`--ready`: and takes jobs).
+    Health(cli::serve::HealthArgs),
     /// Inspect and assemble SIF images.
     Sif {
         #[command(subcommand)]
@@ -62,6 +64,7 @@ fn main() -> anyhow::Result<()> {
         }
         Command::Sif { command } => cli::sif::run(command),
         Command::Squashfs(args) => cli::squashfs::run(args),
+        Command::Health(args) => std::process::exit(cli::serve::run_health(&args)),
         Command::Build { args, build_user } => {
             cli::build::drop_root(&build_user)?;
             let code = cli::build::run_build(args)?;

@@ -396,3 +396,70 @@ async fn worker_counters_show_on_the_schedulers_metrics() {
     }
     cluster.stop().await;
 }
+
+/// `kiln-worker health` of a cluster worker: exit code and its one line.
+fn worker_health(cluster: &Cluster, worker: &str, extra: &[&str]) -> (i32, String) {
+    let work_dir = cluster.scratch().join(format!("worker-{worker}/builds"));
+    let out = Command::new(kiln_tests::cluster::worker_exe())
+        .arg("health")
+        .arg("--work-dir")
+        .arg(&work_dir)
+        .args(extra)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).trim().to_owned(),
+    )
+}
+
+/// The exec probe: a serving worker is alive and ready; a frozen one (SIGSTOP, its heartbeat
+/// loop stuck) stops being alive once its report is older than `--max-age`, and is alive again
+/// when it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_health_probe_follows_a_worker_that_freezes_and_recovers() {
+    let registry = registry();
+    let cluster = cluster(Db::Sqlite, &registry).await;
+    let worker = cluster.workers[0].id.clone();
+    // The report is written with each heartbeat (every second here): the first one may
+    // predate the broker connection.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (code, line) = worker_health(&cluster, &worker, &["--ready"]);
+        if code == 0 {
+            assert!(line.contains("is ready"), "{line}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{line}\n{}",
+            cluster.worker_logs()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    cluster.workers[0].signal(nix::sys::signal::Signal::SIGSTOP);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (code, line) = worker_health(&cluster, &worker, &["--max-age", "2"]);
+    cluster.workers[0].signal(nix::sys::signal::Signal::SIGCONT);
+    assert_eq!(code, 1, "{line}");
+    assert!(line.contains("heartbeat loop is stuck"), "{line}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (code, line) = worker_health(&cluster, &worker, &["--max-age", "2"]);
+        if code == 0 {
+            assert!(line.contains("is alive"), "{line}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "never alive again: {line}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let missing = Command::new(kiln_tests::cluster::worker_exe())
+        .args(["health", "--health-file", "/nonexistent/health.json"])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("no health report"));
+    cluster.stop().await;
+}

@@ -1,11 +1,11 @@
 //! `kiln-worker serve`: the command line of the AMQP consumer (`kiln_worker::consumer`).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 use kiln_proto::amqp::Topology;
-use kiln_worker::consumer::{ServeConfig, serve};
+use kiln_worker::consumer::{HealthReport, ServeConfig, serve};
 use kiln_worker::image::SquashfsOptions;
 use kiln_worker::sandbox::{Sandbox, SandboxConfig};
 use tokio_util::sync::CancellationToken;
@@ -71,6 +71,10 @@ pub struct ServeArgs {
     /// Seconds between heartbeats.
     #[arg(long, env = "KILN_HEARTBEAT_INTERVAL", default_value_t = 10)]
     heartbeat_interval: u64,
+    /// Where each heartbeat writes the report `kiln-worker health` judges. Default:
+    /// `health.json` in the work directory.
+    #[arg(long, env = "KILN_HEALTH_FILE")]
+    health_file: Option<PathBuf>,
     /// Seconds running builds get to finish after SIGTERM before they are given back.
     #[arg(long, env = "KILN_DRAIN_GRACE", default_value_t = 600)]
     drain_grace: u64,
@@ -78,6 +82,65 @@ pub struct ServeArgs {
     /// queue; below the broker's consumer_timeout (RabbitMQ's default is 1800).
     #[arg(long, env = "KILN_LEASE_RENEWAL", default_value_t = 900)]
     lease_renewal: u64,
+}
+
+/// `health.json` in the work directory, which the worker can always write (build directories
+/// there are named `<build id>.<attempt>`).
+fn default_health_file(work_dir: &Path) -> PathBuf {
+    work_dir.join("health.json")
+}
+
+/// Options of `kiln-worker health`, an exec probe for a running `kiln-worker serve`.
+#[derive(Debug, clap::Args)]
+pub struct HealthArgs {
+    /// The report `serve` writes (its `--health-file`).
+    #[arg(long, env = "KILN_HEALTH_FILE")]
+    health_file: Option<PathBuf>,
+    /// `serve`'s work directory, to find the default report in it.
+    #[arg(
+        long,
+        env = "KILN_WORK_DIR",
+        default_value = "/var/tmp/kiln-worker/builds"
+    )]
+    work_dir: PathBuf,
+    /// Oldest report that counts as alive, seconds (a few heartbeat intervals).
+    #[arg(long, default_value_t = 60)]
+    max_age: u64,
+    /// Also require a broker connection and no drain (a readiness probe).
+    #[arg(long)]
+    ready: bool,
+}
+
+/// `kiln-worker health`: prints one line and exits 0 when the worker is alive (or ready with
+/// `--ready`), 1 when it is not or no report can be read.
+pub fn run_health(args: &HealthArgs) -> i32 {
+    let path = args
+        .health_file
+        .clone()
+        .unwrap_or_else(|| default_health_file(&args.work_dir));
+    let report = match HealthReport::read(&path) {
+        Ok(report) => report,
+        Err(error) => {
+            println!(
+                "no health report at {}: {error} (is kiln-worker serve running?)",
+                path.display()
+            );
+            return 1;
+        }
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    match report.judge(now_ms, args.max_age.saturating_mul(1000), args.ready) {
+        Ok(line) => {
+            println!("{line}");
+            0
+        }
+        Err(line) => {
+            println!("{line}");
+            1
+        }
+    }
 }
 
 /// Runs `kiln-worker serve` until SIGTERM or Ctrl-C (drain) and a second one (give back now).
@@ -95,6 +158,9 @@ pub fn run_serve(args: ServeArgs) -> anyhow::Result<()> {
         worker_id: args
             .worker_id
             .unwrap_or_else(|| format!("{host}-{}", std::process::id())),
+        health_file: args
+            .health_file
+            .unwrap_or_else(|| default_health_file(&args.work_dir)),
         work_dir: args.work_dir,
         cache_dir: args.cache_dir,
         insecure_registries: args.insecure_registries,

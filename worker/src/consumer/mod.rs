@@ -13,6 +13,7 @@
 //! backoff. The first shutdown signal drains: no new jobs, running ones get
 //! [`ServeConfig::drain_grace`] to finish, the rest are given back.
 
+mod health;
 mod job;
 mod publisher;
 mod stats;
@@ -36,6 +37,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+pub use health::HealthReport;
 pub use job::{Settle, Stop, StopHandle, Worker};
 pub use publisher::{EventPublisher, EventQueue, event_queue};
 pub use transfer::{SchedulerClient, TransferError};
@@ -80,6 +82,8 @@ pub struct ServeConfig {
     pub max_context_bytes: u64,
     /// Time between heartbeats.
     pub heartbeat_interval: Duration,
+    /// Where each heartbeat also writes a [`HealthReport`] for exec probes.
+    pub health_file: PathBuf,
     /// How long running builds may take to finish after the first shutdown signal.
     pub drain_grace: Duration,
     /// How long a job's delivery stays unacked before the worker renews it through its held
@@ -155,11 +159,13 @@ pub async fn serve(
     });
     let running: Running = Arc::default();
     let is_draining = Arc::new(AtomicBool::new(false));
+    let is_connected = Arc::new(AtomicBool::new(false));
     let heartbeats = tokio::spawn(heartbeat(
         config.clone(),
         events,
         Arc::clone(&running),
         Arc::clone(&is_draining),
+        Arc::clone(&is_connected),
     ));
     tracing::info!(worker_id = %config.worker_id, arch = %config.arch,
         concurrency = config.concurrency, "worker serving");
@@ -170,6 +176,7 @@ pub async fn serve(
             worker: &worker,
             running: &running,
             is_draining: &is_draining,
+            is_connected: &is_connected,
             jobs: JoinSet::new(),
             slots: HashMap::new(),
         };
@@ -234,6 +241,8 @@ struct Session<'a> {
     worker: &'a Arc<Worker>,
     running: &'a Running,
     is_draining: &'a AtomicBool,
+    /// Whether this session's connection is up, for the health report.
+    is_connected: &'a AtomicBool,
     /// The jobs of this session; each ends with its build id, handle and what to do with it.
     jobs: JoinSet<(String, StopHandle, Settle)>,
     /// The delivery each job of this session currently holds.
@@ -256,7 +265,9 @@ struct Links {
 impl Session<'_> {
     async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
         let connection = connect(&self.config.amqp_url, "kiln-worker jobs").await?;
+        self.is_connected.store(true, Ordering::SeqCst);
         let result = self.consume(&connection, shutdown).await;
+        self.is_connected.store(false, Ordering::SeqCst);
         if result.is_err() {
             // The deliveries are gone with the connection: stop their builds, send nothing final.
             self.abandon_all();
@@ -703,12 +714,14 @@ fn header_number(value: &AMQPValue) -> Option<u32> {
     }
 }
 
-/// Publishes a heartbeat every interval: who this worker is and what it runs.
+/// Publishes a heartbeat every interval: who this worker is and what it runs; and writes the
+/// same as a [`HealthReport`] for exec probes.
 async fn heartbeat(
     config: ServeConfig,
     events: EventQueue,
     running: Running,
     is_draining: Arc<AtomicBool>,
+    is_connected: Arc<AtomicBool>,
 ) {
     let host = nix::unistd::gethostname()
         .ok()
@@ -732,6 +745,18 @@ async fn heartbeat(
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
+        let report = HealthReport {
+            worker_id: config.worker_id.clone(),
+            time_unix_ms: now_ms,
+            is_connected: is_connected.load(Ordering::SeqCst),
+            is_draining: beat.is_draining,
+            builds: beat.builds.len(),
+        };
+        let path = config.health_file.clone();
+        if let Ok(Err(error)) = tokio::task::spawn_blocking(move || report.write(&path)).await {
+            tracing::warn!(error = %error, file = %config.health_file.display(),
+                "failed to write the health report");
+        }
         events.send(EventMessage::new(
             config.worker_id.clone(),
             None,
