@@ -40,6 +40,7 @@ pub fn worker_info(worker: &WorkerRow, now_ms: i64, lost_after_ms: i64) -> Worke
         first_seen: rfc3339(worker.first_seen_ms),
         last_seen: rfc3339(worker.last_seen_ms),
         seconds_since_seen: u64::try_from(since_ms / 1000).unwrap_or(0),
+        stats: heartbeat.stats.clone(),
     }
 }
 

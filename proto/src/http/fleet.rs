@@ -42,6 +42,9 @@ pub struct WorkerInfo {
     pub last_seen: String,
     /// Seconds since its latest heartbeat arrived.
     pub seconds_since_seen: u64,
+    /// What it did since it started, as its latest heartbeat counted.
+    #[serde(default)]
+    pub stats: crate::amqp::WorkerStats,
 }
 
 /// The job queue of one architecture.

@@ -9,7 +9,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::page::{Nav, escape, render, render_with_status, time};
+use super::page::{Nav, bytes, escape, render, render_with_status, time};
 use super::session::SignedIn;
 use crate::api::{ApiError, AppState};
 use crate::fleet::{WorkerStatus, worker_info};
@@ -61,6 +61,7 @@ pub async fn show(
         "<div class=\"table-wrap\"><table id=\"workers\"><thead><tr><th scope=\"col\">Worker</th>\
          <th scope=\"col\">Host</th><th scope=\"col\">Arch</th><th scope=\"col\">Version</th>\
          <th scope=\"col\">Builds / concurrency</th><th scope=\"col\">Current builds</th>\
+         <th scope=\"col\">Since it started</th>\
          <th scope=\"col\">Last heartbeat</th><th scope=\"col\">Status</th></tr></thead><tbody>",
     );
     for (row, info) in &infos {
@@ -78,7 +79,8 @@ pub async fn show(
             main,
             "<tr class=\"worker-{status}\" data-worker-id=\"{id}\"><th scope=\"row\" class=\"mono\">{id}</th>\
              <td>{host}</td><td>{arch}</td><td>{version}</td><td>{running} / {concurrency}</td>\
-             <td>{builds}</td><td>{last} <span class=\"help\">({ago} s ago)</span></td>\
+             <td>{builds}</td><td class=\"since-start\">{since}</td>\
+             <td>{last} <span class=\"help\">({ago} s ago)</span></td>\
              <td class=\"status\"><span class=\"state state-{status}\">{status}</span>{draining}</td></tr>",
             id = escape(&info.id),
             host = escape(&info.host),
@@ -88,6 +90,14 @@ pub async fn show(
             concurrency = info.concurrency,
             last = time(row.last_seen_ms),
             ago = info.seconds_since_seen,
+            since = format_args!(
+                "{} finished, {} failed, {} cancelled; pulled {}, pushed {}",
+                info.stats.builds_finished,
+                info.stats.builds_failed,
+                info.stats.builds_cancelled,
+                bytes(info.stats.bytes_pulled),
+                bytes(info.stats.bytes_pushed),
+            ),
         );
     }
     main.push_str("</tbody></table></div>");

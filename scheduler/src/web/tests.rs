@@ -850,12 +850,13 @@ async fn the_fleet_page_is_for_admins_and_marks_lost_workers() {
         stats: Default::default(),
     };
     let store = &h.state.store;
+    let mut busy_beat = heartbeat("busy.example", &["0123456789abcdef01234567"]);
+    busy_beat.stats.builds_finished = 7;
+    busy_beat.stats.builds_failed = 2;
+    busy_beat.stats.bytes_pulled = 3 << 20;
+    busy_beat.stats.bytes_pushed = 1536;
     store
-        .record_heartbeat(
-            "w-busy",
-            &heartbeat("busy.example", &["0123456789abcdef01234567"]),
-            now_ms,
-        )
+        .record_heartbeat("w-busy", &busy_beat, now_ms)
         .await
         .unwrap();
     store
@@ -906,6 +907,7 @@ async fn the_fleet_page_is_for_admins_and_marks_lost_workers() {
         "<td>1 / 2</td>",
         "href=\"/builds/0123456789abcdef01234567\"",
         ">busy</span>",
+        "7 finished, 2 failed, 0 cancelled; pulled 3.0 MiB, pushed 1.5 KiB",
     ] {
         assert!(busy.contains(expected), "{expected} in {busy}");
     }
