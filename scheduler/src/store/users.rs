@@ -41,6 +41,14 @@ pub(super) fn user_from_row(row: &sqlx::any::AnyRow) -> Result<User> {
     })
 }
 
+/// `Ok` when an update by user name touched a row, [`StoreError::NoSuchUser`] when none.
+fn one_user_changed(done: &sqlx::any::AnyQueryResult, name: &str) -> Result<()> {
+    if done.rows_affected() == 0 {
+        return Err(StoreError::NoSuchUser(name.to_owned()));
+    }
+    Ok(())
+}
+
 impl Store {
     /// Adds a user.
     ///
@@ -86,10 +94,7 @@ impl Store {
         .bind(name)
         .execute(self.pool())
         .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NoSuchUser(name.to_owned()));
-        }
-        Ok(())
+        one_user_changed(&done, name)
     }
 
     /// Sets the library quota of the user called `name`: `None` goes back to the deployment's
@@ -103,10 +108,7 @@ impl Store {
             .bind(name)
             .execute(self.pool())
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NoSuchUser(name.to_owned()));
-        }
-        Ok(())
+        one_user_changed(&done, name)
     }
 
     /// The library quota set for user `user_id`: `None` when none is set (or no such user),
@@ -197,10 +199,7 @@ impl Store {
             .bind(name)
             .execute(self.pool())
             .await?;
-        if done.rows_affected() == 0 {
-            return Err(StoreError::NoSuchUser(name.to_owned()));
-        }
-        Ok(())
+        one_user_changed(&done, name)
     }
 
     /// The user called `name` and their password's PHC string, if they have one.
