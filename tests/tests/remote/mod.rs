@@ -421,8 +421,8 @@ async fn the_health_probe_follows_a_worker_that_freezes_and_recovers() {
     let registry = registry();
     let cluster = cluster(Db::Sqlite, &registry).await;
     let worker = cluster.workers[0].id.clone();
-    // The report is written with each heartbeat (every second here): the first one may
-    // predate the broker connection.
+    // The report is rewritten when the broker connection comes up, a moment after the
+    // worker logs that it consumes.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let (code, line) = worker_health(&cluster, &worker, &["--ready"]);

@@ -111,6 +111,21 @@ enum SessionError {
     ConsumerEnded(&'static str),
 }
 
+/// Whether the job consumer's connection is up; a change is reported at once rather than at
+/// the next heartbeat, so a readiness probe sees a connected worker without waiting.
+#[derive(Debug, Default)]
+struct ConnectionState {
+    is_up: AtomicBool,
+    changed: tokio::sync::Notify,
+}
+
+impl ConnectionState {
+    fn set(&self, is_up: bool) {
+        self.is_up.store(is_up, Ordering::SeqCst);
+        self.changed.notify_one();
+    }
+}
+
 /// The jobs running on this worker, by build id.
 type Running = Arc<Mutex<HashMap<String, StopHandle>>>;
 
@@ -159,13 +174,13 @@ pub async fn serve(
     });
     let running: Running = Arc::default();
     let is_draining = Arc::new(AtomicBool::new(false));
-    let is_connected = Arc::new(AtomicBool::new(false));
+    let connection = Arc::new(ConnectionState::default());
     let heartbeats = tokio::spawn(heartbeat(
         config.clone(),
         events,
         Arc::clone(&running),
         Arc::clone(&is_draining),
-        Arc::clone(&is_connected),
+        Arc::clone(&connection),
     ));
     tracing::info!(worker_id = %config.worker_id, arch = %config.arch,
         concurrency = config.concurrency, "worker serving");
@@ -176,7 +191,7 @@ pub async fn serve(
             worker: &worker,
             running: &running,
             is_draining: &is_draining,
-            is_connected: &is_connected,
+            connection: &connection,
             jobs: JoinSet::new(),
             slots: HashMap::new(),
         };
@@ -242,7 +257,7 @@ struct Session<'a> {
     running: &'a Running,
     is_draining: &'a AtomicBool,
     /// Whether this session's connection is up, for the health report.
-    is_connected: &'a AtomicBool,
+    connection: &'a ConnectionState,
     /// The jobs of this session; each ends with its build id, handle and what to do with it.
     jobs: JoinSet<(String, StopHandle, Settle)>,
     /// The delivery each job of this session currently holds.
@@ -265,9 +280,9 @@ struct Links {
 impl Session<'_> {
     async fn run(&mut self, shutdown: &CancellationToken) -> Result<(), SessionError> {
         let connection = connect(&self.config.amqp_url, "kiln-worker jobs").await?;
-        self.is_connected.store(true, Ordering::SeqCst);
+        self.connection.set(true);
         let result = self.consume(&connection, shutdown).await;
-        self.is_connected.store(false, Ordering::SeqCst);
+        self.connection.set(false);
         if result.is_err() {
             // The deliveries are gone with the connection: stop their builds, send nothing final.
             self.abandon_all();
@@ -721,7 +736,7 @@ async fn heartbeat(
     events: EventQueue,
     running: Running,
     is_draining: Arc<AtomicBool>,
-    is_connected: Arc<AtomicBool>,
+    connection: Arc<ConnectionState>,
 ) {
     let host = nix::unistd::gethostname()
         .ok()
@@ -730,7 +745,10 @@ async fn heartbeat(
     let mut tick = tokio::time::interval(config.heartbeat_interval);
     let mut seq = 0u64;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            () = connection.changed.notified() => {}
+        }
         let mut builds: Vec<String> = lock(&running).keys().cloned().collect();
         builds.sort();
         let beat = WorkerHeartbeat {
@@ -748,7 +766,7 @@ async fn heartbeat(
         let report = HealthReport {
             worker_id: config.worker_id.clone(),
             time_unix_ms: now_ms,
-            is_connected: is_connected.load(Ordering::SeqCst),
+            is_connected: connection.is_up.load(Ordering::SeqCst),
             is_draining: beat.is_draining,
             builds: beat.builds.len(),
         };
