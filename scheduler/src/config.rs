@@ -228,6 +228,15 @@ pub struct Limits {
     /// Workers lost for this many seconds are dropped from the fleet view.
     #[arg(long, env = "KILN_WORKER_FORGET", default_value_t = 86_400)]
     pub worker_forget_seconds: u64,
+    /// A reverse proxy (CIDR, e.g. 10.0.0.0/8) whose `X-Forwarded-For` names the client, so
+    /// the sign-in throttle counts clients, not the proxy; repeat or comma-separate.
+    #[arg(
+        long = "trusted-proxy",
+        env = "KILN_TRUSTED_PROXIES",
+        value_delimiter = ',',
+        value_name = "CIDR"
+    )]
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Limits {
@@ -264,6 +273,7 @@ impl Default for Limits {
             worker_heartbeat_seconds: 10,
             worker_lost_heartbeats: 3,
             worker_forget_seconds: 86_400,
+            trusted_proxies: Vec::new(),
         }
     }
 }

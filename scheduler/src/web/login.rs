@@ -30,21 +30,64 @@ use crate::secrets::token_hash;
 const MAX_FIELD_BYTES: usize = 4096;
 
 /// The address of the client a request came from (`None` when the server was not started
-/// with connection info, as in router tests that do not set it).
+/// with connection info, as in router tests that do not set it). Behind a trusted reverse
+/// proxy (`--trusted-proxy`), the client `X-Forwarded-For` names.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddress(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddress {
+impl FromRequestParts<AppState> for ClientAddress {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(Self(
-            parts
-                .extensions
-                .get::<ConnectInfo<SocketAddr>>()
-                .map(|info| info.0.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|info| info.0.ip());
+        let forwarded: Vec<&str> = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|value| value.to_str().ok())
+            .collect();
+        Ok(Self(client_address(
+            peer,
+            &forwarded,
+            &state.limits.trusted_proxies,
+        )))
     }
+}
+
+/// The client behind `peer`: `peer` itself unless it is a trusted proxy; then the right-most
+/// `X-Forwarded-For` hop that is not a trusted proxy (hops further left were written by the
+/// client and prove nothing). A proxy that sent no usable header stays the address.
+fn client_address(
+    peer: Option<IpAddr>,
+    forwarded: &[&str],
+    trusted: &[ipnet::IpNet],
+) -> Option<IpAddr> {
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    let peer = peer?;
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut hops = forwarded
+        .iter()
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    hops.reverse();
+    for hop in hops {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip) => {}
+            Ok(ip) => return Some(ip),
+            // Garbage is the client's writing: stop at the last hop a proxy vouched for.
+            Err(_) => break,
+        }
+    }
+    Some(peer)
 }
 
 /// `?next=` of the sign-in page.
@@ -254,6 +297,43 @@ pub async fn logout(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_trusted_proxy_passes_on_the_client_it_saw() {
+        let trusted: Vec<ipnet::IpNet> =
+            vec!["10.0.0.0/8".parse().unwrap(), "::1/128".parse().unwrap()];
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        // No proxy: the peer, whatever it claims.
+        assert_eq!(
+            client_address(ip("198.51.100.9"), &["192.0.2.1"], &trusted),
+            ip("198.51.100.9")
+        );
+        // One proxy; a client-written hop on the left proves nothing.
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &["203.0.113.5, 192.0.2.7"], &trusted),
+            ip("192.0.2.7")
+        );
+        // Two proxies, in separate headers.
+        assert_eq!(
+            client_address(ip("::1"), &["192.0.2.7", "10.9.9.9"], &trusted),
+            ip("192.0.2.7")
+        );
+        // A proxy that forwarded nothing usable is the address.
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &[], &trusted),
+            ip("10.1.2.3")
+        );
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &["not-an-ip"], &trusted),
+            ip("10.1.2.3")
+        );
+        assert_eq!(client_address(None, &["192.0.2.7"], &trusted), None);
+        // Nothing trusted: the header is ignored.
+        assert_eq!(
+            client_address(ip("10.1.2.3"), &["192.0.2.7"], &[]),
+            ip("10.1.2.3")
+        );
+    }
 
     #[test]
     fn next_stays_on_the_site() {
