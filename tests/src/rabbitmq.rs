@@ -82,6 +82,27 @@ pub struct PrivateNode {
 /// How long a node may take to open its port (about 10–25 s here).
 const NODE_START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(120);
 
+/// Whether a broker answers at `addr`: it replies to the AMQP 0-9-1 protocol header with a
+/// method frame (`connection.start`). An open port alone proves nothing: a connection to a
+/// local port where nothing listens can connect to itself (TCP simultaneous open, when the
+/// kernel picks the same port as its source), and then reads back its own bytes.
+fn speaks_amqp(addr: &str) -> bool {
+    use std::io::{Read, Write};
+    const METHOD_FRAME: u8 = 1;
+    let Ok(addr) = addr.parse::<std::net::SocketAddr>() else {
+        return false;
+    };
+    let timeout = std::time::Duration::from_secs(2);
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(timeout));
+    let mut first = [0u8; 1];
+    stream.write_all(b"AMQP\x00\x00\x09\x01").is_ok()
+        && stream.read_exact(&mut first).is_ok()
+        && first[0] == METHOD_FRAME
+}
+
 impl PrivateNode {
     /// Starts a node named `kiln-test-<random>@localhost` with `extra_config` lines added to its
     /// `rabbitmq.conf` (for example `consumer_timeout = 5000`) and `advanced` as its
@@ -90,9 +111,30 @@ impl PrivateNode {
     ///
     /// Errors: `rabbitmq-server` is missing or the node does not come up.
     pub fn start(extra_config: &[&str], advanced: &str) -> Result<PrivateNode> {
+        // Free ports are only free when picked: another test may take one before the node
+        // binds it, so a node that does not answer AMQP is stopped and tried on new ports.
+        let mut attempt = 1;
+        loop {
+            let node = Self::configure(extra_config, advanced)?;
+            match node.start_again() {
+                Ok(()) => return Ok(node),
+                Err(error) if attempt >= 3 => return Err(error),
+                Err(_) => {
+                    let _ = node.stop();
+                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// A node's name, ports and configuration directory, not started.
+    fn configure(extra_config: &[&str], advanced: &str) -> Result<PrivateNode> {
         let name = format!("{}@localhost", unique_name("kiln-test")?);
         let port = crate::net::free_port()?;
-        let dist_port = crate::net::free_port()?;
+        let mut dist_port = crate::net::free_port()?;
+        while dist_port == port {
+            dist_port = crate::net::free_port()?;
+        }
         let dir = tempfile::Builder::new()
             .prefix("kiln-rabbitmq-")
             .tempdir()
@@ -114,14 +156,12 @@ impl PrivateNode {
             .args(["-R", "rabbitmq:rabbitmq"])
             .arg(dir.path())
             .status();
-        let node = PrivateNode {
+        Ok(PrivateNode {
             name,
             port,
             dist_port,
             dir,
-        };
-        node.start_again()?;
-        Ok(node)
+        })
     }
 
     /// `amqp://guest:guest@127.0.0.1:<port>/%2f`.
@@ -154,7 +194,7 @@ impl PrivateNode {
         command::run(&mut command)?;
         let addr = format!("127.0.0.1:{}", self.port);
         let deadline = std::time::Instant::now() + NODE_START_DEADLINE;
-        while std::net::TcpStream::connect(&addr).is_err() {
+        while !speaks_amqp(&addr) {
             if std::time::Instant::now() > deadline {
                 return Err(crate::SupportError::Environment {
                     name: "RABBITMQ_NODENAME",
